@@ -1,0 +1,14 @@
+//! keywire: wire Kubernetes pods to Azure Key Vault.
+//!
+//! Read top-down: `annotations` (the contract) -> `plan` (resolution and names) -> `patch`
+//! (JSON Patch) -> `engine` (the one decision function). `admission` and `manifests` are the
+//! envelopes the front doors use; `server`, `tls`, `metrics` and `cache` are the webhook's I/O.
+
+pub mod admission;
+pub mod annotations;
+pub mod certs;
+pub mod engine;
+pub mod lookup;
+pub mod manifests;
+pub mod patch;
+pub mod plan;

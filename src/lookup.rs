@@ -1,0 +1,171 @@
+//! The one trait through which the core sees the cluster, and its file-backed implementation.
+//!
+//! The webhook backs `Lookups` with a watch cache; `review` and `mutate` back it with
+//! `--cluster-state FILE`. The core never does I/O itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde_json::Value;
+
+/// What the core needs of a ServiceAccount: it is stored stripped to this.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceAccountInfo {
+    pub namespace: String,
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What the core needs of a Namespace (policies select namespaces by label).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+pub trait Lookups {
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo>;
+    fn namespace(&self, name: &str) -> Option<NamespaceInfo>;
+}
+
+/// Lookups served from a set of objects held in memory (`--cluster-state`, tests).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    service_accounts: HashMap<(String, String), ServiceAccountInfo>,
+    namespaces: HashMap<String, NamespaceInfo>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read cluster state {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cluster state {path}: {reason}")]
+    Parse { path: String, reason: String },
+}
+
+impl ClusterState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, StateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let docs =
+            crate::manifests::parse_documents(&text).map_err(|reason| StateError::Parse {
+                path: path.display().to_string(),
+                reason,
+            })?;
+        let mut state = Self::new();
+        for doc in docs {
+            state.insert_object(&doc);
+        }
+        Ok(state)
+    }
+
+    /// Adds a Kubernetes object; kinds the core does not look up are ignored.
+    pub fn insert_object(&mut self, object: &Value) {
+        let kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let meta = object.get("metadata");
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let string_map = |field: &str| -> BTreeMap<String, String> {
+            meta.and_then(|m| m.get(field))
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        match kind {
+            "ServiceAccount" => {
+                let namespace = meta
+                    .and_then(|m| m.get("namespace"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string();
+                self.add_service_account(ServiceAccountInfo {
+                    namespace,
+                    name,
+                    annotations: string_map("annotations"),
+                });
+            }
+            "Namespace" => {
+                self.add_namespace(NamespaceInfo {
+                    name,
+                    labels: string_map("labels"),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    pub fn add_service_account(&mut self, sa: ServiceAccountInfo) {
+        self.service_accounts
+            .insert((sa.namespace.clone(), sa.name.clone()), sa);
+    }
+
+    pub fn add_namespace(&mut self, ns: NamespaceInfo) {
+        self.namespaces.insert(ns.name.clone(), ns);
+    }
+}
+
+impl Lookups for ClusterState {
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo> {
+        self.service_accounts
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+        self.namespaces.get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keeps_only_name_namespace_and_annotations() {
+        let mut state = ClusterState::new();
+        state.insert_object(&json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "app", "namespace": "prod",
+                "annotations": {"azure.workload.identity/client-id": "c"},
+                "labels": {"x": "y"}},
+            "secrets": [{"name": "token"}]
+        }));
+        state.insert_object(
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ignored"}}),
+        );
+        let sa = state.service_account("prod", "app").unwrap();
+        assert_eq!(
+            sa,
+            ServiceAccountInfo {
+                namespace: "prod".into(),
+                name: "app".into(),
+                annotations: [(
+                    "azure.workload.identity/client-id".to_string(),
+                    "c".to_string()
+                )]
+                .into()
+            }
+        );
+        assert_eq!(state.service_account("other", "app"), None);
+    }
+}
