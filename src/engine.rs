@@ -116,7 +116,16 @@ pub fn decide(
             Err(e) => return Decision::denied(e.to_string(), clip_all(warnings)),
         };
         match plan::resolve_azure(&request, &view, namespace, lookups, settings) {
-            Ok(p) => wiring.add_azure(&p, settings),
+            Ok(p) => {
+                if p.client_id.is_none() {
+                    warnings.push(format!(
+                        "ServiceAccount {namespace}/{} has no {}; AZURE_CLIENT_ID not injected",
+                        view.service_account,
+                        annotations::azure::CLIENT_ID
+                    ));
+                }
+                wiring.add_azure(&p, settings)
+            }
             Err(e) => return Decision::denied(e, clip_all(warnings)),
         }
     }
@@ -150,3 +159,7 @@ fn clip_all(warnings: Vec<String>) -> Vec<String> {
 #[cfg(test)]
 #[path = "engine_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "engine_props.rs"]
+mod props;

@@ -308,6 +308,18 @@ fn env_refers_to_the_synced_secret() {
 }
 
 #[test]
+fn env_cannot_shadow_the_identity_variables() {
+    let p = keywire_pod(
+        json!({"keywire.dev/keyvault": "kv-demo", "keywire.dev/objects": "a",
+        "keywire.dev/env": "AZURE_CLIENT_ID=a"}),
+    );
+    assert_eq!(
+        denial(&p),
+        "annotation keywire.dev/env: AZURE_CLIENT_ID is set by keywire for workload identity; bind the object to another name"
+    );
+}
+
+#[test]
 fn containers_and_init_containers_are_targeted() {
     let p = pod(
         json!({"keywire.dev/inject": "true"}),
@@ -586,6 +598,7 @@ fn azure_drop_in_skips_containers_and_reads_expiration_pod_first() {
     patch::apply(&mut out, d.patch()).unwrap();
     assert!(out["spec"]["containers"][1].get("env").is_none());
     assert_eq!(out["spec"]["volumes"][0], token_volume(7200));
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
     // No tenant on the ServiceAccount and no default: AZURE_TENANT_ID is left out, as upstream does.
     let names: Vec<&str> = out["spec"]["containers"][0]["env"]
         .as_array()
@@ -618,6 +631,20 @@ fn azure_drop_in_skips_containers_and_reads_expiration_pod_first() {
     assert_eq!(
         decide(&p, "prod", &s, &Settings::default()).outcome,
         Outcome::Denied(r#"annotation azure.workload.identity/service-account-token-expiration="100" is invalid: whole seconds from 3600 to 86400"#.into())
+    );
+}
+
+#[test]
+fn azure_drop_in_without_client_id_warns() {
+    let p = azure_pod(
+        json!({}),
+        json!({"serviceAccountName": "bare", "containers": [{"name": "app"}]}),
+    );
+    let d = run(&p);
+    assert!(d.is_allowed());
+    assert_eq!(
+        d.warnings,
+        vec!["ServiceAccount prod/bare has no azure.workload.identity/client-id; AZURE_CLIENT_ID not injected".to_string()]
     );
 }
 

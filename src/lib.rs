@@ -6,9 +6,14 @@
 
 pub mod admission;
 pub mod annotations;
+pub mod cache;
 pub mod certs;
+pub mod cli;
 pub mod engine;
 pub mod lookup;
 pub mod manifests;
+pub mod metrics;
 pub mod patch;
 pub mod plan;
+pub mod server;
+pub mod tls;

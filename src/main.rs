@@ -1,1 +1,5 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    std::process::exit(keywire::cli::run(keywire::cli::Cli::parse()));
+}

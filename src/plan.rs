@@ -296,9 +296,22 @@ pub fn resolve(
         }
     };
 
+    if let Identity::Workload { .. } = identity
+        && let Some(clash) = request
+            .env
+            .iter()
+            .find(|b| IDENTITY_ENV.contains(&b.env_name.as_str()))
+    {
+        return Err(format!(
+            "annotation {}: {} is set by keywire for workload identity; bind the object to another name",
+            annotations::ENV,
+            clash.env_name
+        ));
+    }
+
     let sync_secret = match (&request.sync_secret, request.env.is_empty()) {
         (Some(name), _) => Some(name.clone()),
-        (None, false) => Some(synced_secret_name(&class_name)),
+        (None, false) => Some(synced_secret_name(&class_name, inline.is_some())),
         (None, true) => None,
     };
 
@@ -443,8 +456,8 @@ pub fn inline_class_name(namespace: &str, config: &InlineConfig, identity: &Iden
 }
 
 /// The synced Secret of a class: the class name for inline configs, derived for existing classes.
-pub fn synced_secret_name(class_name: &str) -> String {
-    if class_name.starts_with("keywire-") {
+pub fn synced_secret_name(class_name: &str, inline: bool) -> String {
+    if inline {
         class_name.to_string()
     } else {
         let prefix: String = class_name.chars().take(40).collect();
@@ -492,17 +505,25 @@ fn env_value(name: &str, value: &str) -> Value {
     json!({"name": name, "value": value})
 }
 
+const IDENTITY_ENV: [&str; 4] = [
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+];
+
 fn identity_env(client_id: Option<&str>, tenant_id: Option<&str>, authority: &str) -> Vec<Value> {
     let token_file = format!("{TOKEN_MOUNT_PATH}/{TOKEN_FILE}");
-    [
-        ("AZURE_CLIENT_ID", client_id),
-        ("AZURE_TENANT_ID", tenant_id),
-        ("AZURE_FEDERATED_TOKEN_FILE", Some(token_file.as_str())),
-        ("AZURE_AUTHORITY_HOST", Some(authority)),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| Some(env_value(name, value.filter(|v| !v.is_empty())?)))
-    .collect()
+    IDENTITY_ENV
+        .into_iter()
+        .zip([
+            client_id,
+            tenant_id,
+            Some(token_file.as_str()),
+            Some(authority),
+        ])
+        .filter_map(|(name, value)| Some(env_value(name, value.filter(|v| !v.is_empty())?)))
+        .collect()
 }
 
 impl Wiring {
@@ -669,10 +690,19 @@ mod tests {
 
     #[test]
     fn synced_secret_of_existing_class_is_derived_and_valid() {
-        let name = synced_secret_name("my-spc");
+        let name = synced_secret_name("my-spc", false);
         assert!(name.starts_with("my-spc-keywire-"), "{name}");
         assert!(annotations::is_dns_subdomain(&name));
         let long = "a".repeat(200);
-        assert!(synced_secret_name(&long).len() <= 63);
+        assert!(synced_secret_name(&long, false).len() <= 63);
+        // A hand-made class that looks like keywire's never shares its Secret name.
+        assert_ne!(
+            synced_secret_name("keywire-kv-x-0123456789", false),
+            "keywire-kv-x-0123456789"
+        );
+        assert_eq!(
+            synced_secret_name("keywire-kv-x-0123456789", true),
+            "keywire-kv-x-0123456789"
+        );
     }
 }

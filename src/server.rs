@@ -1,0 +1,269 @@
+//! `keywire webhook`: the HTTPS admission endpoint and the plain-HTTP health/metrics listener.
+//! Handlers only parse, time and log; every decision is `admission::decide`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::admission;
+use crate::annotations;
+use crate::cache::KubeLookups;
+use crate::lookup::{ClusterState, Lookups, NamespaceInfo, ServiceAccountInfo};
+use crate::metrics::Metrics;
+use crate::plan::{PodView, Settings};
+use crate::tls::CertReloader;
+
+/// Everything `keywire webhook` is started with.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub listen: SocketAddr,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    pub metrics_listen: SocketAddr,
+    pub cluster_state: Option<PathBuf>,
+    pub settings: Settings,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub cert_reload_interval: Duration,
+}
+
+/// Where lookups come from: a file, or the API server's watch caches.
+#[derive(Clone)]
+pub enum Backend {
+    File(Arc<ClusterState>),
+    Kube(KubeLookups),
+}
+
+impl Lookups for Backend {
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo> {
+        match self {
+            Backend::File(s) => s.service_account(namespace, name),
+            Backend::Kube(k) => k.service_account(namespace, name),
+        }
+    }
+
+    fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+        match self {
+            Backend::File(s) => s.namespace(name),
+            Backend::Kube(k) => k.namespace(name),
+        }
+    }
+}
+
+pub struct AppState {
+    pub backend: Backend,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let mut timer = state.metrics.timer("mutate");
+    let request = match admission::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(error = %e, bytes = body.len(), "rejected a request body");
+            return bad_request(e.to_string());
+        }
+    };
+    let namespace = request.namespace.as_deref().unwrap_or("default");
+    if let (Backend::Kube(kube), Some(object)) = (&state.backend, &request.object) {
+        let view = PodView::from_json(object);
+        if (annotations::is_opted_in(&view.labels)
+            || annotations::uses_azure_workload_identity(&view.labels))
+            && kube
+                .prefetch_service_account(namespace, &view.service_account)
+                .await
+        {
+            state.metrics.lookup_misses.inc();
+        }
+    }
+    let decision = admission::decide(&request, &state.backend, &state.settings);
+    let body = admission::respond(&request.uid, &decision);
+    timer.set_outcome(decision.outcome_label());
+    tracing::info!(
+        uid = %request.uid,
+        namespace,
+        kind = %request.kind.kind,
+        operation = %request.operation,
+        dry_run = request.dry_run.unwrap_or(false),
+        outcome = decision.outcome_label(),
+        patch_ops = decision.patch().len(),
+        warnings = decision.warnings.len(),
+        denial = match &decision.outcome { crate::engine::Outcome::Denied(m) => m.as_str(), _ => "" },
+        elapsed_ms = timer.elapsed_ms(),
+        "admission review"
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+pub fn webhook_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Runs until SIGTERM/SIGINT, then drains in-flight requests and returns.
+pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let reloader = CertReloader::load(&config.tls_cert_file, &config.tls_key_file)?;
+    let metrics = Arc::new(Metrics::default());
+
+    let backend = match &config.cluster_state {
+        Some(path) => Backend::File(Arc::new(ClusterState::from_file(path)?)),
+        None => {
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "no --cluster-state given and no Kubernetes client configuration: {e}"
+                )
+            })?;
+            Backend::Kube(KubeLookups::start(client))
+        }
+    };
+    let state = Arc::new(AppState {
+        backend: backend.clone(),
+        settings: config.settings.clone(),
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(false),
+    });
+
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.metrics_listen))?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = tokio::spawn(
+        axum::serve(metrics_listener, metrics_router(state.clone()))
+            .with_graceful_shutdown(async {
+                let _ = metrics_stopped.await;
+            })
+            .into_future(),
+    );
+
+    let watcher = {
+        let metrics = metrics.clone();
+        tokio::spawn(
+            reloader
+                .clone()
+                .watch(config.cert_reload_interval, move || {
+                    metrics.cert_reloads.inc();
+                }),
+        )
+    };
+
+    let handle = axum_server::Handle::new();
+    let tls =
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(reloader.server_config()));
+    let mut server = axum_server::bind_rustls(config.listen, tls).handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(config.header_read_timeout));
+    let app = webhook_router(state.clone(), config.max_body_bytes);
+    let serving = tokio::spawn(server.serve(app.into_make_service()));
+
+    let Some(addr) = handle.listening().await else {
+        let result = serving.await;
+        anyhow::bail!("cannot listen on {}: {result:?}", config.listen);
+    };
+    tracing::info!(addr = %addr, "webhook listening");
+    let readiness = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let synced = match &state.backend {
+                Backend::File(_) => true,
+                Backend::Kube(k) => k.ready().await,
+            };
+            if synced {
+                state.ready.store(true, Ordering::SeqCst);
+                state.metrics.ready.set(1);
+                tracing::info!("ready");
+            }
+        })
+    };
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    state.ready.store(false, Ordering::SeqCst);
+    state.metrics.ready.set(0);
+    readiness.abort();
+    watcher.abort();
+    handle.graceful_shutdown(Some(config.shutdown_grace));
+    serving.await??;
+    let _ = stop_metrics.send(());
+    metrics_server.await??;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The built binary on the `examples/`: mutated output and exit codes.
+
+mod support;
+
+use serde_json::Value;
+use support::{data, repo, run};
+
+fn mutate(args: &[&str], stdin: Option<&[u8]>) -> (i32, Vec<Value>, String) {
+    let mut full = vec!["mutate", "-o", "json"];
+    full.extend_from_slice(args);
+    let out = run(&full, stdin);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let docs = if stdout.trim().is_empty() {
+        vec![]
+    } else {
+        let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        match v["kind"].as_str() {
+            Some("List") => v["items"].as_array().unwrap().clone(),
+            _ => vec![v],
+        }
+    };
+    (out.status.code().unwrap(), docs, stderr)
+}
+
+fn example(name: &str) -> String {
+    repo(&format!("examples/{name}"))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind}/{name} not in output"))
+}
+
+/// Every example, mutated, equals its golden file (regenerate with KEYWIRE_UPDATE_GOLDEN=1).
+#[test]
+fn examples_match_their_golden_output() {
+    let mut names: Vec<String> = std::fs::read_dir(repo("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 4);
+    for name in names {
+        let out = run(&["mutate", "-f", &example(&name)], None);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let golden = data(&format!(
+            "golden/{}",
+            name.replace(".yaml", ".mutated.yaml")
+        ));
+        if std::env::var_os("KEYWIRE_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+            std::fs::write(&golden, &out.stdout).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), want, "{name}");
+    }
+}
+
+#[test]
+fn service_principal_example_is_wired() {
+    let (code, docs, _) = mutate(&["-f", &example("busybox-service-principal.yaml")], None);
+    assert_eq!(code, 0);
+    let pod = find(&docs, "Pod", "busybox-secrets-store");
+    let volume = &pod["spec"]["volumes"][0];
+    assert_eq!(volume["csi"]["driver"], "secrets-store.csi.k8s.io");
+    assert_eq!(
+        volume["csi"]["nodePublishSecretRef"]["name"],
+        "secrets-store-creds"
+    );
+    assert_eq!(
+        volume["csi"]["volumeAttributes"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["secretProviderClass"]
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["volumeMounts"],
+        serde_json::json!([{"name": "keywire-secrets-store", "mountPath": "/mnt/secrets-store", "readOnly": true}])
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["keywire.dev/status"],
+        "injected"
+    );
+}
+
+#[test]
+fn deployments_share_one_class_and_env_reads_the_synced_secret() {
+    let (code, docs, _) = mutate(&["-f", &example("azure-vote-deployment.yaml")], None);
+    assert_eq!(code, 0);
+    let class = |name: &str| {
+        find(&docs, "Deployment", name)["spec"]["template"]["spec"]["volumes"][0]["csi"]["volumeAttributes"]
+            ["secretProviderClass"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(class("azure-vote-back"), class("azure-vote-front"));
+    let front =
+        &find(&docs, "Deployment", "azure-vote-front")["spec"]["template"]["spec"]["containers"][0];
+    let env = front["env"].as_array().unwrap();
+    assert_eq!(env[0]["name"], "REDIS", "user env stays first");
+    let pwd = env.iter().find(|e| e["name"] == "REDIS_PWD").unwrap();
+    assert_eq!(
+        pwd["valueFrom"]["secretKeyRef"]["name"],
+        class("azure-vote-front").as_str()
+    );
+    assert_eq!(pwd["valueFrom"]["secretKeyRef"]["key"], "redis-password");
+}
+
+#[test]
+fn denial_exits_one_and_names_object_and_reason() {
+    let (code, docs, stderr) = mutate(
+        &[
+            "-f",
+            data("manifests/invalid-token-expiration.yaml")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim(),
+        r#"denied: Deployment/billing (namespace payments): annotation keywire.dev/token-expiration="90000" is invalid: whole seconds from 3600 to 86400"#
+    );
+    // The denied object is printed unchanged.
+    let d = find(&docs, "Deployment", "billing");
+    assert!(d["spec"]["template"]["spec"].get("volumes").is_none());
+}
+
+#[test]
+fn bad_input_exits_two_with_one_line() {
+    type Case<'a> = (Vec<&'a str>, Option<&'a [u8]>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["mutate", "-f", "/nonexistent/x.yaml"],
+            None,
+            "keywire mutate: cannot read /nonexistent/x.yaml: ",
+        ),
+        (
+            vec!["mutate", "-f", "-"],
+            Some(b"kind: [unclosed\n"),
+            "keywire mutate: -: document 1: ",
+        ),
+        (
+            vec!["mutate", "-f", "-"],
+            Some(b"- just\n- a list\n"),
+            "keywire mutate: -: document 1: not a Kubernetes object",
+        ),
+        (
+            vec!["review", "-"],
+            Some(b"{\"not\": \"a review\""),
+            "keywire review: body is not JSON",
+        ),
+        (
+            vec!["review", "/nonexistent.json"],
+            None,
+            "keywire review: cannot read /nonexistent.json",
+        ),
+        (
+            vec![
+                "mutate",
+                "-f",
+                "-",
+                "--cluster-state",
+                "/nonexistent-state.yaml",
+            ],
+            Some(b""),
+            "keywire mutate: cannot read cluster state /nonexistent-state.yaml",
+        ),
+    ];
+    for (args, stdin, want) in cases {
+        let out = run(&args, stdin);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(want), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn stdin_and_diff_views() {
+    let manifest = std::fs::read(example("existing-secret-provider-class.yaml")).unwrap();
+    let out = run(&["mutate", "-f", "-", "--diff"], Some(&manifest));
+    assert_eq!(out.status.code(), Some(0));
+    let diff = String::from_utf8(out.stdout).unwrap();
+    assert!(diff.starts_with("--- a/Pod/reports-worker (namespace keywire-demo)\n+++ b/Pod/reports-worker (namespace keywire-demo)\n"), "{diff}");
+    assert!(
+        diff.contains("+    keywire.dev/status: injected\n"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+        secretProviderClass: reports-keyvault\n"),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains("ServiceAccount/"),
+        "unchanged objects have no diff: {diff}"
+    );
+}
+
+#[test]
+fn review_answers_and_denials_exit_zero() {
+    for (file, allowed) in [
+        ("reviews/workload-identity-inline.json", true),
+        ("reviews/denied-token-expiration.json", false),
+    ] {
+        let out = run(
+            &[
+                "review",
+                "--cluster-state",
+                data("cluster-state.yaml").to_str().unwrap(),
+                data(file).to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(0));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["response"]["allowed"], allowed, "{file}");
+        assert_eq!(v["response"]["uid"].as_str().unwrap().len(), 36);
+    }
+}
+
+#[test]
+fn certs_writes_files_and_prints_the_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "certs",
+            "--out-dir",
+            dir.path().to_str().unwrap(),
+            "--host",
+            "keywire.keywire.svc",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    use base64::Engine as _;
+    let printed = base64::engine::general_purpose::STANDARD
+        .decode(String::from_utf8(out.stdout).unwrap().trim())
+        .unwrap();
+    assert_eq!(printed, ca.as_bytes());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("tls.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
