@@ -1,0 +1,341 @@
+//! The e2e harness: the control plane `e2e/up.sh` started, a `keywire webhook` process against
+//! it, its registration, and helpers to create objects and read back what the API server stored.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::{ApiResource, Discovery, Scope};
+use serde_json::{Value, json};
+
+pub fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the suite through e2e/run.sh"))
+}
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn state_dir() -> PathBuf {
+    PathBuf::from(env("E2E_STATE_DIR"))
+}
+
+pub fn keywire() -> &'static str {
+    env!("CARGO_BIN_EXE_keywire")
+}
+
+pub async fn client() -> kube::Client {
+    kube::Client::try_default()
+        .await
+        .expect("kube client from KUBECONFIG")
+}
+
+/// A `keywire webhook` process talking to the e2e API server, logging into the state dir.
+pub struct Webhook {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Webhook {
+    /// Starts the webhook with certificates in `cert_dir`, on `listen` (use port 0 for any).
+    pub fn start(cert_dir: &Path, listen: &str) -> Webhook {
+        let log_path = state_dir().join("logs/webhook.log");
+        let mut child = Command::new(keywire())
+            .args([
+                "webhook",
+                "--listen",
+                listen,
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--tls-cert-file",
+                cert_dir.join("tls.crt").to_str().unwrap(),
+                "--tls-key-file",
+                cert_dir.join("tls.key").to_str().unwrap(),
+                "--cert-reload-seconds",
+                "1",
+            ])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start keywire webhook");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_path)
+                .unwrap();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut addr, mut ready) = (None, false);
+        while addr.is_none() || !ready {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("webhook did not become ready (see logs/webhook.log)");
+            let v: Value = serde_json::from_str(&line).unwrap_or_default();
+            match v["fields"]["message"].as_str() {
+                Some("webhook listening") => {
+                    addr = v["fields"]["addr"].as_str().map(str::to_string)
+                }
+                Some("ready") => ready = true,
+                _ => {}
+            }
+        }
+        // Keep draining so the pipe never fills.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Webhook {
+            child,
+            addr: addr.unwrap(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}/mutate", self.addr)
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "webhook exit status after SIGTERM");
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `keywire certs` for 127.0.0.1 into `dir`; returns the CA PEM.
+pub fn make_certs(dir: &Path) -> String {
+    let out = Command::new(keywire())
+        .args([
+            "certs",
+            "--out-dir",
+            dir.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("ca.crt")).unwrap()
+}
+
+/// Registers the shipped `webhook-config/mutating-webhook.yaml`, pointed at `url` with `ca_pem`.
+pub async fn register(client: &kube::Client, url: &str, ca_pem: &str) {
+    let text = std::fs::read_to_string(repo("webhook-config/mutating-webhook.yaml")).unwrap();
+    let mut config: Value = serde_yaml::from_str(&text).unwrap();
+    use base64::Engine as _;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    for hook in config["webhooks"].as_array_mut().unwrap() {
+        hook["clientConfig"] = json!({"url": url, "caBundle": bundle});
+    }
+    let typed: MutatingWebhookConfiguration = serde_json::from_value(config).unwrap();
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    api.patch(
+        "keywire",
+        &PatchParams::apply("keywire-e2e").force(),
+        &Patch::Apply(&typed),
+    )
+    .await
+    .expect("register the webhook");
+}
+
+pub async fn ensure_namespace(client: &kube::Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.patch(name, &PatchParams::apply("keywire-e2e"), &Patch::Apply(&ns))
+        .await
+        .unwrap();
+}
+
+pub async fn ensure_service_account(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    annotations: Value,
+) {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let sa: ServiceAccount = serde_json::from_value(
+        json!({"metadata": {"name": name, "namespace": namespace, "annotations": annotations}}),
+    )
+    .unwrap();
+    api.patch(name, &PatchParams::apply("keywire-e2e"), &Patch::Apply(&sa))
+        .await
+        .unwrap();
+}
+
+/// Creates any object (server-side apply for everything but Pods, which are created).
+pub async fn apply_object(client: &kube::Client, discovery: &Discovery, object: &Value) -> Value {
+    let obj: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+    let gvk = obj
+        .types
+        .as_ref()
+        .map(|t| kube::api::GroupVersionKind::try_from(t).unwrap())
+        .unwrap();
+    let (ar, caps) = discovery
+        .resolve_gvk(&gvk)
+        .unwrap_or_else(|| panic!("unknown kind {gvk:?}"));
+    let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+        Api::namespaced_with(
+            client.clone(),
+            obj.metadata.namespace.as_deref().unwrap_or("default"),
+            &ar,
+        )
+    } else {
+        Api::all_with(client.clone(), &ar)
+    };
+    let name = obj.metadata.name.clone().unwrap();
+    let stored = api
+        .patch(
+            &name,
+            &PatchParams::apply("keywire-e2e").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {gvk:?} {name}: {e}"));
+    serde_json::to_value(stored).unwrap()
+}
+
+pub async fn discovery(client: &kube::Client) -> Discovery {
+    Discovery::new(client.clone()).run().await.unwrap()
+}
+
+/// Creates a pod from raw JSON (so fields round-trip untouched) and returns what was stored.
+pub async fn create_pod(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &Value,
+    dry_run: bool,
+) -> Result<Value, kube::Error> {
+    let ar = ApiResource::erase::<Pod>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    let obj: DynamicObject = serde_json::from_value(pod.clone()).unwrap();
+    let pp = PostParams {
+        dry_run,
+        ..PostParams::default()
+    };
+    api.create(&pp, &obj)
+        .await
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+/// Removes what the API server sets on its own and what differs per pod by design.
+pub fn normalise(pod: &Value) -> Value {
+    let mut p = pod.clone();
+    if let Some(meta) = p["metadata"].as_object_mut() {
+        for k in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+            "name",
+        ] {
+            meta.remove(k);
+        }
+    }
+    if let Some(o) = p.as_object_mut() {
+        o.remove("status");
+    }
+    // ServiceAccount admission adds a kube-api-access-<random> volume and its mounts.
+    let is_api_access = |v: &Value| {
+        v["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("kube-api-access-"))
+    };
+    if let Some(vols) = p["spec"]["volumes"].as_array_mut() {
+        vols.retain(|v| !is_api_access(v));
+    }
+    for field in ["containers", "initContainers"] {
+        if let Some(cs) = p["spec"][field].as_array_mut() {
+            for c in cs {
+                if let Some(ms) = c["volumeMounts"].as_array_mut() {
+                    ms.retain(|m| !is_api_access(m));
+                    if ms.is_empty() {
+                        c.as_object_mut().unwrap().remove("volumeMounts");
+                    }
+                }
+            }
+        }
+    }
+    p
+}
+
+/// Runs `keywire mutate -o json` on a file and returns its objects.
+pub fn keywire_mutate(file: &Path) -> Vec<Value> {
+    let out = Command::new(keywire())
+        .args(["mutate", "-o", "json", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    match v["kind"].as_str() {
+        Some("List") => v["items"].as_array().unwrap().clone(),
+        _ => vec![v],
+    }
+}
+
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(env("KUBECTL"))
+        .args(args)
+        .env("KUBECONFIG", env("KUBECONFIG"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Waits until the API server calls the webhook for a probe pod (config propagation is async).
+pub async fn wait_until_mutating(client: &kube::Client, namespace: &str, sa: &str) {
+    let probe = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "probe-", "labels": {"keywire.dev/inject": "true"},
+            "annotations": {"keywire.dev/secret-provider-class": "probe", "keywire.dev/identity": "managed-identity"}},
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "c", "image": "busybox"}]}});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(p) = create_pod(client, namespace, &probe, true).await
+            && p["metadata"]["annotations"]["keywire.dev/status"] == "injected"
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API server never called the webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
