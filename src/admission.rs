@@ -3,6 +3,8 @@
 //! Own serde types instead of kube's: kube-rs 5 serialises `patch` as a number array
 //! (kube-rs #1781); the API documents a base64 string.
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -87,6 +89,8 @@ struct ResponseOut {
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +124,71 @@ pub fn parse(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
     review.request.ok_or(ReviewError::NoRequest)
 }
 
+/// Workload kinds whose pod templates the validating webhook judges.
+fn is_workload(kind: &GroupVersionKind) -> bool {
+    matches!(
+        (kind.group.as_str(), kind.kind.as_str()),
+        (
+            "apps",
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+        ) | ("batch", "Job" | "CronJob")
+            | ("", "ReplicationController")
+    )
+}
+
+/// The validating webhook's verdict: the same engine and policies, never a patch.
+/// Pods (CREATE, and the ephemeralcontainers subresource) and workload templates (CREATE/UPDATE).
+pub fn validate(
+    request: &AdmissionRequest,
+    lookups: &dyn Lookups,
+    settings: &Settings,
+) -> Decision {
+    let namespace = request.namespace.as_deref().unwrap_or("default");
+    let sub = request.sub_resource.as_deref().unwrap_or_default();
+    let pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
+    let mut decision = match &request.object {
+        Some(object) if pod && request.operation == "CREATE" && sub.is_empty() => {
+            engine::decide(object, namespace, lookups, settings)
+        }
+        Some(object) if pod && request.operation == "UPDATE" && sub == "ephemeralcontainers" => {
+            engine::decide(object, namespace, lookups, settings)
+        }
+        Some(object)
+            if is_workload(&request.kind)
+                && matches!(request.operation.as_str(), "CREATE" | "UPDATE")
+                && sub.is_empty() =>
+        {
+            let mut object = object.clone();
+            // The request's GVK is authoritative; the object may omit apiVersion/kind.
+            if object.get("apiVersion").is_none() {
+                let group = &request.kind.group;
+                object["apiVersion"] = Value::String(if group.is_empty() {
+                    request.kind.version.clone()
+                } else {
+                    format!("{group}/{}", request.kind.version)
+                });
+                object["kind"] = Value::String(request.kind.kind.clone());
+            }
+            crate::manifests::mutate(&object, namespace, lookups, settings)
+                .decision
+                .unwrap_or_else(unchanged)
+        }
+        _ => unchanged(),
+    };
+    if let Outcome::Patch(_) = decision.outcome {
+        decision.outcome = Outcome::Unchanged;
+    }
+    decision
+}
+
+fn unchanged() -> Decision {
+    Decision {
+        outcome: Outcome::Unchanged,
+        warnings: Vec::new(),
+        violations: Vec::new(),
+    }
+}
+
 /// Only pod CREATE is mutated; everything else is allowed untouched.
 fn in_scope(request: &AdmissionRequest) -> bool {
     request.kind.group.is_empty()
@@ -140,10 +209,7 @@ pub fn decide(request: &AdmissionRequest, lookups: &dyn Lookups, settings: &Sett
             lookups,
             settings,
         ),
-        _ => Decision {
-            outcome: Outcome::Unchanged,
-            warnings: Vec::new(),
-        },
+        _ => unchanged(),
     }
 }
 
@@ -178,19 +244,49 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
             warnings: decision.warnings.clone(),
+            audit_annotations: decision.audit_annotations(),
         },
     };
     serde_json::to_vec(&out).unwrap_or_default()
 }
 
+/// Which webhook a review is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    pub fn decide(
+        self,
+        request: &AdmissionRequest,
+        lookups: &dyn Lookups,
+        settings: &Settings,
+    ) -> Decision {
+        match self {
+            Endpoint::Mutate => decide(request, lookups, settings),
+            Endpoint::Validate => validate(request, lookups, settings),
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
 /// The whole front door: bytes in, bytes out. The webhook and `keywire review` both call this.
 pub fn review(
     body: &[u8],
+    endpoint: Endpoint,
     lookups: &dyn Lookups,
     settings: &Settings,
 ) -> Result<Reviewed, ReviewError> {
     let request = parse(body)?;
-    let decision = decide(&request, lookups, settings);
+    let decision = endpoint.decide(&request, lookups, settings);
     let body = respond(&request.uid, &decision);
     Ok(Reviewed {
         request,
@@ -226,7 +322,13 @@ mod tests {
             json!({"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "operation": "CREATE", "namespace": "ns", "object": pod()}),
         );
-        let out = review(&body, &ClusterState::new(), &Settings::default()).unwrap();
+        let out = review(
+            &body,
+            Endpoint::Mutate,
+            &ClusterState::new(),
+            &Settings::default(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(v["apiVersion"], API_VERSION);
         assert_eq!(v["response"]["uid"], "u1");
@@ -251,7 +353,13 @@ mod tests {
                 json!({"uid": "u", "kind": {"group": "", "version": "v1", "kind": kind},
                 "operation": op, "subResource": sub, "namespace": "ns", "object": pod()}),
             );
-            let out = review(&body, &ClusterState::new(), &Settings::default()).unwrap();
+            let out = review(
+                &body,
+                Endpoint::Mutate,
+                &ClusterState::new(),
+                &Settings::default(),
+            )
+            .unwrap();
             let v: Value = serde_json::from_slice(&out.body).unwrap();
             assert_eq!(
                 v,
@@ -270,7 +378,13 @@ mod tests {
             (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": 5}}"#, "body is not an AdmissionReview"),
         ];
         for (body, want) in cases {
-            let err = review(body, &ClusterState::new(), &Settings::default()).unwrap_err();
+            let err = review(
+                body,
+                Endpoint::Mutate,
+                &ClusterState::new(),
+                &Settings::default(),
+            )
+            .unwrap_err();
             assert!(err.to_string().starts_with(want), "{err}");
         }
     }
@@ -283,7 +397,13 @@ mod tests {
             json!({"uid": "u2", "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "operation": "CREATE", "namespace": "ns", "object": p}),
         );
-        let out = review(&body, &ClusterState::new(), &Settings::default()).unwrap();
+        let out = review(
+            &body,
+            Endpoint::Mutate,
+            &ClusterState::new(),
+            &Settings::default(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(v["response"]["allowed"], false);
         assert_eq!(v["response"]["status"]["code"], 403);

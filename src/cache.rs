@@ -3,16 +3,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
-use kube::api::PartialObjectMeta;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::lookup::{Lookups, NamespaceInfo, ServiceAccountInfo};
+use crate::policy::{self, Policy};
 
 /// Direct-GET answers are kept this long, so a burst of pods for a new ServiceAccount costs one GET.
 const MISS_TTL: Duration = Duration::from_secs(30);
@@ -25,6 +28,8 @@ pub struct KubeLookups {
     client: kube::Client,
     service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    policy_store: Option<Store<DynamicObject>>,
+    policies: Arc<ArcSwap<Vec<Policy>>>,
     misses: Arc<Mutex<Misses>>,
 }
 
@@ -51,7 +56,8 @@ fn sa_info(meta: &PartialObjectMeta<ServiceAccount>) -> ServiceAccountInfo {
 
 impl KubeLookups {
     /// Starts the watches; they run until the process exits. Await `ready` before serving.
-    pub fn start(client: kube::Client) -> Self {
+    /// With `watch_policies`, KeywirePolicies are watched too (their CRD must be installed).
+    pub fn start(client: kube::Client, watch_policies: bool) -> Self {
         let (sa_store, sa_writer) = reflector::store();
         let sa_stream = watcher::watcher(
             Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
@@ -88,18 +94,64 @@ impl KubeLookups {
             }
         });
 
+        let policies = Arc::new(ArcSwap::from_pointee(Vec::new()));
+        let policy_store = watch_policies.then(|| {
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("keywire.dev", "v1alpha1", policy::KIND),
+                "keywirepolicies",
+            );
+            let writer = reflector::store::Writer::new(ar.clone());
+            let store = writer.as_reader();
+            let stream = watcher::watcher(
+                Api::<DynamicObject>::all_with(client.clone(), &ar),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(writer);
+            let (reader, target) = (store.clone(), policies.clone());
+            tokio::spawn(async move {
+                futures::pin_mut!(stream);
+                while let Some(event) = stream.next().await {
+                    if let Err(e) = event {
+                        tracing::warn!(error = %e, "KeywirePolicy watch error; retrying");
+                        continue;
+                    }
+                    // Rebuilt whole on every change: policies are few and change rarely.
+                    let parsed: Vec<Policy> = reader
+                        .state()
+                        .iter()
+                        .filter_map(|o| {
+                            let value = serde_json::to_value(o.as_ref()).ok()?;
+                            Policy::from_object(&value)
+                                .map_err(|e| tracing::warn!(error = %e, "ignoring a KeywirePolicy"))
+                                .ok()
+                        })
+                        .collect();
+                    target.store(Arc::new(parsed));
+                }
+            });
+            store
+        });
+
         KubeLookups {
             client,
             service_accounts: sa_store,
             namespaces: ns_store,
+            policy_store,
+            policies,
             misses: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// Resolves once both caches hold a full initial list.
     pub async fn ready(&self) -> bool {
+        let policies_ready = match &self.policy_store {
+            Some(store) => store.wait_until_ready().await.is_ok(),
+            None => true,
+        };
         self.service_accounts.wait_until_ready().await.is_ok()
             && self.namespaces.wait_until_ready().await.is_ok()
+            && policies_ready
     }
 
     fn cached(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo> {
@@ -142,6 +194,12 @@ impl KubeLookups {
     }
 }
 
+impl KubeLookups {
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+}
+
 impl Lookups for KubeLookups {
     fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo> {
         self.cached(namespace, name).or_else(|| {
@@ -162,5 +220,9 @@ impl Lookups for KubeLookups {
                 name: m.metadata.name.clone().unwrap_or_default(),
                 labels: m.metadata.labels.clone().unwrap_or_default(),
             })
+    }
+
+    fn policies(&self) -> Arc<Vec<Policy>> {
+        self.policies.load_full()
     }
 }

@@ -58,6 +58,8 @@ impl DefaultsArgs {
             default_tenant_id: self.tenant_id.clone().filter(|t| !t.is_empty()),
             authority_host: self.authority_host.clone(),
             cloud_name: self.cloud_name.clone(),
+            default_mount_path: None,
+            default_identity: None,
         }
     }
 }
@@ -88,6 +90,9 @@ pub struct WebhookArgs {
     /// How often to check the certificate files for a rotation.
     #[arg(long, default_value_t = 2)]
     pub cert_reload_seconds: u64,
+    /// Watch KeywirePolicy objects (needs their CRD). `false` for clusters without policies.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub policies: bool,
     #[command(flatten)]
     pub defaults: DefaultsArgs,
 }
@@ -96,6 +101,9 @@ pub struct WebhookArgs {
 pub struct ReviewArgs {
     /// AdmissionReview JSON; `-` or nothing for stdin.
     pub file: Option<PathBuf>,
+    /// Answer as the validating webhook (`/validate`) instead of the mutating one.
+    #[arg(long)]
+    pub validate: bool,
     #[arg(long)]
     pub cluster_state: Option<PathBuf>,
     #[command(flatten)]
@@ -176,7 +184,12 @@ pub fn review(args: &ReviewArgs) -> i32 {
     let result = (|| {
         let state = load_state(args.cluster_state.as_deref())?;
         let body = read_input(args.file.as_deref())?;
-        admission::review(body.as_bytes(), &state, &args.defaults.settings())
+        let endpoint = if args.validate {
+            admission::Endpoint::Validate
+        } else {
+            admission::Endpoint::Mutate
+        };
+        admission::review(body.as_bytes(), endpoint, &state, &args.defaults.settings())
             .map_err(|e| e.to_string())
     })();
     match result {
@@ -216,7 +229,10 @@ pub fn mutate(args: &MutateArgs) -> i32 {
     }
     // ServiceAccounts and Namespaces shipped with the manifests are what the cluster will hold.
     for o in &objects {
-        state.insert_object(o);
+        if let Err(e) = state.insert_object(o) {
+            eprintln!("keywire mutate: {}", one_line(e));
+            return EXIT_BAD_INPUT;
+        }
     }
     let settings = args.defaults.settings();
     let results: Vec<_> = objects
@@ -299,6 +315,7 @@ pub fn webhook(args: WebhookArgs) -> i32 {
         header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
         cert_reload_interval: Duration::from_secs(args.cert_reload_seconds.max(1)),
+        watch_policies: args.policies,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

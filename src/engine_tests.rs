@@ -96,7 +96,8 @@ fn pods_without_the_label_are_untouched() {
         run(&p),
         Decision {
             outcome: Outcome::Unchanged,
-            warnings: vec![]
+            warnings: vec![],
+            violations: vec![],
         }
     );
     let p = pod(
@@ -111,7 +112,8 @@ fn pods_without_the_label_are_untouched() {
             warnings: vec![
                 "keywire.dev annotations are ignored without the label keywire.dev/inject=true"
                     .into()
-            ]
+            ],
+            violations: vec![],
         }
     );
 }
@@ -432,7 +434,8 @@ fn admitting_twice_changes_nothing() {
         run(&once),
         Decision {
             outcome: Outcome::Unchanged,
-            warnings: vec![]
+            warnings: vec![],
+            violations: vec![],
         }
     );
 }

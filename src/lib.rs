@@ -15,5 +15,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod patch;
 pub mod plan;
+pub mod policy;
+pub mod selfcert;
 pub mod server;
 pub mod tls;

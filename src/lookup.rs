@@ -5,8 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
+
+use crate::policy::Policy;
 
 /// What the core needs of a ServiceAccount: it is stored stripped to this.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -26,6 +29,8 @@ pub struct NamespaceInfo {
 pub trait Lookups {
     fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo>;
     fn namespace(&self, name: &str) -> Option<NamespaceInfo>;
+    /// Every KeywirePolicy in the cluster; the core selects by namespace.
+    fn policies(&self) -> Arc<Vec<Policy>>;
 }
 
 /// Lookups served from a set of objects held in memory (`--cluster-state`, tests).
@@ -33,6 +38,7 @@ pub trait Lookups {
 pub struct ClusterState {
     service_accounts: HashMap<(String, String), ServiceAccountInfo>,
     namespaces: HashMap<String, NamespaceInfo>,
+    policies: Arc<Vec<Policy>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +69,31 @@ impl ClusterState {
             })?;
         let mut state = Self::new();
         for doc in docs {
-            state.insert_object(&doc);
+            state
+                .insert_object(&doc)
+                .map_err(|reason| StateError::Parse {
+                    path: path.display().to_string(),
+                    reason,
+                })?;
         }
         Ok(state)
     }
 
     /// Adds a Kubernetes object; kinds the core does not look up are ignored.
-    pub fn insert_object(&mut self, object: &Value) {
+    /// Only a malformed KeywirePolicy is an error.
+    pub fn insert_object(&mut self, object: &Value) -> Result<(), String> {
+        if Policy::is_policy(object) {
+            let policy = Policy::from_object(object)?;
+            let mut all: Vec<Policy> = self
+                .policies
+                .iter()
+                .filter(|p| p.name != policy.name)
+                .cloned()
+                .collect();
+            all.push(policy);
+            self.policies = Arc::new(all);
+            return Ok(());
+        }
         let kind = object
             .get("kind")
             .and_then(Value::as_str)
@@ -111,6 +135,7 @@ impl ClusterState {
             }
             _ => {}
         }
+        Ok(())
     }
 
     pub fn add_service_account(&mut self, sa: ServiceAccountInfo) {
@@ -133,6 +158,10 @@ impl Lookups for ClusterState {
     fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
         self.namespaces.get(name).cloned()
     }
+
+    fn policies(&self) -> Arc<Vec<Policy>> {
+        self.policies.clone()
+    }
 }
 
 #[cfg(test)]
@@ -143,16 +172,20 @@ mod tests {
     #[test]
     fn keeps_only_name_namespace_and_annotations() {
         let mut state = ClusterState::new();
-        state.insert_object(&json!({
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": "app", "namespace": "prod",
-                "annotations": {"azure.workload.identity/client-id": "c"},
-                "labels": {"x": "y"}},
-            "secrets": [{"name": "token"}]
-        }));
-        state.insert_object(
-            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ignored"}}),
-        );
+        state
+            .insert_object(&json!({
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "app", "namespace": "prod",
+                    "annotations": {"azure.workload.identity/client-id": "c"},
+                    "labels": {"x": "y"}},
+                "secrets": [{"name": "token"}]
+            }))
+            .unwrap();
+        state
+            .insert_object(
+                &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ignored"}}),
+            )
+            .unwrap();
         let sa = state.service_account("prod", "app").unwrap();
         assert_eq!(
             sa,

@@ -120,7 +120,8 @@ pub fn mutate(
         .and_then(Value::as_str)
         .unwrap_or(default_namespace);
     let pod = object.pointer(pointer).cloned().unwrap_or(Value::Null);
-    let mut decision = engine::decide(&pod, namespace, lookups, settings);
+    let field_prefix = pointer.trim_start_matches('/').replace('/', ".");
+    let mut decision = engine::decide_at(&pod, &field_prefix, namespace, lookups, settings);
     let mut mutated = object.clone();
     if let Outcome::Patch(ops) = &decision.outcome {
         let ops: Vec<_> = ops.iter().cloned().map(|op| op.under(pointer)).collect();

@@ -23,8 +23,17 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00005, 2.0, 15))
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    /// KeywirePolicy names are cluster-scoped and admin-owned: a bounded set.
+    pub policy: String,
+    pub rule: &'static str,
+    pub enforcement: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    violations: Family<ViolationLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub cert_reloads: Counter,
@@ -42,6 +51,12 @@ impl Default for Metrics {
         let cert_reloads = Counter::default();
         let lookup_misses = Counter::default();
         let ready = Gauge::default();
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "policy_violations",
+            "KeywirePolicy violations seen at admission, by policy, rule and enforcement",
+            violations.clone(),
+        );
         registry.register(
             "admission_requests",
             "AdmissionReview requests handled, by endpoint and outcome",
@@ -69,6 +84,7 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            violations,
             requests,
             latency,
             cert_reloads,
@@ -84,6 +100,18 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn record_violations(&self, violations: &[crate::policy::Violation]) {
+        for v in violations {
+            self.violations
+                .get_or_create(&ViolationLabels {
+                    policy: v.policy.clone(),
+                    rule: v.rule,
+                    enforcement: v.enforcement.as_str(),
+                })
+                .inc();
+        }
     }
 
     /// Starts a timer that records one request when dropped.

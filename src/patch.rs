@@ -94,7 +94,11 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
     let mut new_volumes = Vec::new();
     for volume in &wiring.volumes {
         match named(volumes, &volume["name"]) {
-            Some(existing) if is_subset(volume, existing) => {}
+            // CSI attributes override the SecretProviderClass in the driver: they must match exactly.
+            Some(existing)
+                if is_subset(volume, existing)
+                    && (volume.get("csi").is_none()
+                        || existing.get("csi") == volume.get("csi")) => {}
             Some(_) => {
                 return Err(format!(
                     "volume name clash: the pod already has a volume named {} that keywire did not inject",
@@ -289,13 +293,24 @@ mod tests {
     }
 
     #[test]
+    fn a_csi_volume_with_extra_attributes_is_not_keywires() {
+        let pod = json!({"spec": {
+            "volumes": [{"name": "v", "csi": {"driver": "d", "volumeAttributes": {"clientID": "x"}}}],
+            "containers": [{"name": "app"}]}});
+        assert_eq!(
+            render(&pod, &wiring()).unwrap_err(),
+            r#"volume name clash: the pod already has a volume named "v" that keywire did not inject"#
+        );
+    }
+
+    #[test]
     fn defaulted_fields_still_count_as_injected() {
         let pod = json!({
             "metadata": {"annotations": {"keywire.dev/status": "injected"}},
             "spec": {
-                "volumes": [{"name": "v", "csi": {"driver": "d", "fsType": "ext4"}}],
-                "containers": [{"name": "app",
-                    "volumeMounts": [{"name": "v", "mountPath": "/m", "readOnly": true}],
+                "volumes": [{"name": "v", "csi": {"driver": "d"}}],
+                "containers": [{"name": "app", "terminationMessagePath": "/dev/termination-log",
+                    "volumeMounts": [{"name": "v", "mountPath": "/m", "readOnly": true, "mountPropagation": "None"}],
                     "env": [{"name": "E", "value": "1"}]}]
             }
         });

@@ -29,6 +29,9 @@ pub struct Settings {
     pub default_tenant_id: Option<String>,
     pub authority_host: String,
     pub cloud_name: String,
+    /// From policy defaults: used when the pod does not say.
+    pub default_mount_path: Option<String>,
+    pub default_identity: Option<IdentityMode>,
 }
 
 impl Default for Settings {
@@ -37,6 +40,8 @@ impl Default for Settings {
             default_tenant_id: None,
             authority_host: DEFAULT_AUTHORITY_HOST.to_string(),
             cloud_name: DEFAULT_CLOUD_NAME.to_string(),
+            default_mount_path: None,
+            default_identity: None,
         }
     }
 }
@@ -222,7 +227,10 @@ pub fn resolve(
         )
     };
 
-    let mode = request.identity.unwrap_or(IdentityMode::Workload);
+    let mode = request
+        .identity
+        .or(settings.default_identity)
+        .unwrap_or(IdentityMode::Workload);
     let client_id = request
         .client_id
         .clone()
@@ -324,6 +332,7 @@ pub fn resolve(
         mount_path: request
             .mount_path
             .clone()
+            .or_else(|| settings.default_mount_path.clone())
             .unwrap_or_else(|| annotations::DEFAULT_MOUNT_PATH.to_string()),
         sync_secret,
         env: request.env.clone(),

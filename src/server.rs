@@ -20,6 +20,7 @@ use crate::cache::KubeLookups;
 use crate::lookup::{ClusterState, Lookups, NamespaceInfo, ServiceAccountInfo};
 use crate::metrics::Metrics;
 use crate::plan::{PodView, Settings};
+use crate::policy::{Enforcement, Policy};
 use crate::tls::CertReloader;
 
 /// Everything `keywire webhook` is started with.
@@ -35,6 +36,8 @@ pub struct WebhookConfig {
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub cert_reload_interval: Duration,
+    /// Watch KeywirePolicies (their CRD must be installed).
+    pub watch_policies: bool,
 }
 
 /// Where lookups come from: a file, or the API server's watch caches.
@@ -58,10 +61,19 @@ impl Lookups for Backend {
             Backend::Kube(k) => k.namespace(name),
         }
     }
+
+    fn policies(&self) -> Arc<Vec<Policy>> {
+        match self {
+            Backend::File(s) => s.policies(),
+            Backend::Kube(k) => k.policies(),
+        }
+    }
 }
 
 pub struct AppState {
     pub backend: Backend,
+    /// Records Events for `Audit` policy violations (API-server backend only).
+    pub recorder: Option<kube::runtime::events::Recorder>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
@@ -77,7 +89,15 @@ fn bad_request(message: String) -> Response {
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let mut timer = state.metrics.timer("mutate");
+    handle(state, admission::Endpoint::Mutate, body).await
+}
+
+async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    handle(state, admission::Endpoint::Validate, body).await
+}
+
+async fn handle(state: Arc<AppState>, endpoint: admission::Endpoint, body: Bytes) -> Response {
+    let mut timer = state.metrics.timer(endpoint.label());
     let request = match admission::parse(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -86,7 +106,11 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         }
     };
     let namespace = request.namespace.as_deref().unwrap_or("default");
-    if let (Backend::Kube(kube), Some(object)) = (&state.backend, &request.object) {
+    let pod = request
+        .object
+        .as_ref()
+        .and_then(|o| o.pointer(crate::manifests::pod_pointer(o).unwrap_or("")));
+    if let (Backend::Kube(kube), Some(object)) = (&state.backend, pod) {
         let view = PodView::from_json(object);
         if (annotations::is_opted_in(&view.labels)
             || annotations::uses_azure_workload_identity(&view.labels))
@@ -97,7 +121,17 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             state.metrics.lookup_misses.inc();
         }
     }
-    let decision = admission::decide(&request, &state.backend, &state.settings);
+    let decision = endpoint.decide(&request, &state.backend, &state.settings);
+    state.metrics.record_violations(&decision.violations);
+    if let Some(recorder) = &state.recorder
+        && !request.dry_run.unwrap_or(false)
+        && decision
+            .violations
+            .iter()
+            .any(|v| v.enforcement == Enforcement::Audit)
+    {
+        record_audit_events(recorder.clone(), &request, &decision);
+    }
     let body = admission::respond(&request.uid, &decision);
     timer.set_outcome(decision.outcome_label());
     tracing::info!(
@@ -111,9 +145,64 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
         warnings = decision.warnings.len(),
         denial = match &decision.outcome { crate::engine::Outcome::Denied(m) => m.as_str(), _ => "" },
         elapsed_ms = timer.elapsed_ms(),
+        endpoint = endpoint.label(),
+        violations = decision.violations.len(),
         "admission review"
     );
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// One Warning Event per audited violation, on the object being admitted. Messages carry
+/// policy, rule, field and the offending annotation value: never secrets, never the object.
+fn record_audit_events(
+    recorder: kube::runtime::events::Recorder,
+    request: &admission::AdmissionRequest,
+    decision: &crate::engine::Decision,
+) {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{Event, EventType};
+    let meta = request.object.as_ref().and_then(|o| o.get("metadata"));
+    let name = request.name.clone().filter(|n| !n.is_empty()).or_else(|| {
+        meta.and_then(|m| m.get("name").or_else(|| m.get("generateName")))
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    });
+    let api_version = if request.kind.group.is_empty() {
+        request.kind.version.clone()
+    } else {
+        format!("{}/{}", request.kind.group, request.kind.version)
+    };
+    let reference = ObjectReference {
+        api_version: Some(api_version),
+        kind: Some(request.kind.kind.clone()),
+        namespace: request.namespace.clone(),
+        name,
+        uid: meta
+            .and_then(|m| m.get("uid"))
+            .and_then(|u| u.as_str())
+            .map(str::to_string),
+        ..ObjectReference::default()
+    };
+    let notes: Vec<String> = decision
+        .violations
+        .iter()
+        .filter(|v| v.enforcement == Enforcement::Audit)
+        .map(|v| v.to_string())
+        .collect();
+    tokio::spawn(async move {
+        for note in notes {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "PolicyAudit".to_string(),
+                note: Some(note.chars().take(1024).collect()),
+                action: "Admit".to_string(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "could not record a PolicyAudit Event");
+            }
+        }
+    });
 }
 
 async fn healthz() -> &'static str {
@@ -142,6 +231,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 pub fn webhook_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -189,10 +279,21 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
                     "no --cluster-state given and no Kubernetes client configuration: {e}"
                 )
             })?;
-            Backend::Kube(KubeLookups::start(client))
+            Backend::Kube(KubeLookups::start(client, config.watch_policies))
         }
     };
+    let recorder = match &backend {
+        Backend::Kube(k) => Some(kube::runtime::events::Recorder::new(
+            k.client(),
+            kube::runtime::events::Reporter {
+                controller: "keywire-webhook".to_string(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        )),
+        Backend::File(_) => None,
+    };
     let state = Arc::new(AppState {
+        recorder,
         backend: backend.clone(),
         settings: config.settings.clone(),
         metrics: metrics.clone(),
