@@ -9,10 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission;
 use crate::certs;
-use crate::engine::Outcome;
 use crate::lookup::ClusterState;
 use crate::manifests;
 use crate::plan::{DEFAULT_AUTHORITY_HOST, DEFAULT_CLOUD_NAME, Settings};
+use crate::report;
 use crate::server::{self, WebhookConfig};
 
 #[derive(Debug, Parser)]
@@ -94,6 +94,8 @@ pub struct WebhookArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub policies: bool,
     #[command(flatten)]
+    pub self_managed: crate::selfcert::SelfCertArgs,
+    #[command(flatten)]
     pub defaults: DefaultsArgs,
 }
 
@@ -131,8 +133,36 @@ pub struct MutateArgs {
     /// Namespace for objects that do not name one.
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
+    /// KeywirePolicy manifests to judge the objects by. Repeatable; policies in
+    /// `--cluster-state` and in the input count too.
+    #[arg(long = "policy")]
+    pub policies: Vec<PathBuf>,
+    /// Extra reports: `junit=FILE` (JUnit XML) or `github` (Actions annotations on stderr). Repeatable.
+    #[arg(long = "report")]
+    pub reports: Vec<String>,
+    /// Exit 1 on Warn and Audit violations too.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub defaults: DefaultsArgs,
+}
+
+/// Where a `--report` goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    Junit(PathBuf),
+    Github,
+}
+
+impl std::str::FromStr for Report {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some(("junit", file)) if !file.is_empty() => Ok(Report::Junit(PathBuf::from(file))),
+            None if s == "github" => Ok(Report::Github),
+            _ => Err(format!("--report {s:?}: expected junit=FILE or github")),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -207,72 +237,109 @@ pub fn review(args: &ReviewArgs) -> i32 {
 }
 
 pub fn mutate(args: &MutateArgs) -> i32 {
+    let bad = |e: String| {
+        eprintln!("keywire mutate: {}", one_line(e));
+        EXIT_BAD_INPUT
+    };
+    let reports: Vec<Report> = match args.reports.iter().map(|r| r.parse()).collect() {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
     let mut state = match load_state(args.cluster_state.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("keywire mutate: {}", one_line(e));
-            return EXIT_BAD_INPUT;
-        }
+        Err(e) => return bad(e),
     };
+    for file in &args.policies {
+        let loaded = read_input(Some(file))
+            .and_then(|text| manifests::parse_documents(&text))
+            .and_then(|docs| {
+                let mut n = 0;
+                for doc in docs.iter().filter(|d| crate::policy::Policy::is_policy(d)) {
+                    state.insert_object(doc)?;
+                    n += 1;
+                }
+                if n == 0 {
+                    Err("no KeywirePolicy in the file".to_string())
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = loaded {
+            return bad(format!("--policy {}: {e}", file.display()));
+        }
+    }
     let mut objects = Vec::new();
     for file in &args.files {
         let parsed = read_input(Some(file)).and_then(|text| {
             manifests::parse_documents(&text).map_err(|e| format!("{}: {e}", file.display()))
         });
         match parsed {
-            Ok(docs) => objects.extend(docs),
-            Err(e) => {
-                eprintln!("keywire mutate: {}", one_line(e));
-                return EXIT_BAD_INPUT;
-            }
+            Ok(docs) => objects.extend(docs.into_iter().map(|d| (file.display().to_string(), d))),
+            Err(e) => return bad(e),
         }
     }
-    // ServiceAccounts and Namespaces shipped with the manifests are what the cluster will hold.
-    for o in &objects {
+    // ServiceAccounts, Namespaces and policies shipped with the manifests are what the cluster will hold.
+    for (_, o) in &objects {
         if let Err(e) = state.insert_object(o) {
-            eprintln!("keywire mutate: {}", one_line(e));
-            return EXIT_BAD_INPUT;
+            return bad(e);
         }
     }
     let settings = args.defaults.settings();
-    let results: Vec<_> = objects
+    let mutated: Vec<(String, manifests::Mutated)> = objects
         .iter()
-        .map(|o| manifests::mutate(o, &args.namespace, &state, &settings))
+        .map(|(file, o)| {
+            (
+                file.clone(),
+                manifests::mutate(o, &args.namespace, &state, &settings),
+            )
+        })
         .collect();
+    let results = report::results(&mutated);
 
-    let mut denied = 0;
-    for m in &results {
-        let Some(decision) = &m.decision else {
-            continue;
-        };
-        for w in &decision.warnings {
-            eprintln!("warning: {}: {w}", m.reference());
+    for r in &results {
+        for w in &r.warnings {
+            eprintln!("warning: {}: {w}", r.object);
         }
-        if let Outcome::Denied(reason) = &decision.outcome {
-            denied += 1;
-            eprintln!("denied: {}: {reason}", m.reference());
+        if let Some(reason) = &r.denial {
+            eprintln!("denied: {}: {reason}", r.object);
+        }
+    }
+    eprint!("{}", report::table(&results));
+    for r in &reports {
+        match r {
+            Report::Github => eprint!("{}", report::github(&results)),
+            Report::Junit(file) => {
+                if let Err(e) = std::fs::write(file, report::junit(&results, args.strict)) {
+                    return bad(format!("cannot write {}: {e}", file.display()));
+                }
+            }
         }
     }
 
     let rendered = if args.diff {
-        Ok(results.iter().map(manifests::diff).collect::<String>())
+        Ok(mutated
+            .iter()
+            .map(|(_, m)| manifests::diff(m))
+            .collect::<String>())
     } else {
-        let out: Vec<_> = results.iter().map(|m| m.mutated.clone()).collect();
+        let out: Vec<_> = mutated.iter().map(|(_, m)| m.mutated.clone()).collect();
         match args.output {
             OutputFormat::Yaml => manifests::to_yaml(&out),
-            OutputFormat::Json => manifests::to_json(&out),
+            OutputFormat::Json => manifests::to_json(&out, &results),
         }
     };
     match rendered {
         Ok(text) => {
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
         }
-        Err(e) => {
-            eprintln!("keywire mutate: cannot render output: {}", one_line(e));
-            return EXIT_BAD_INPUT;
-        }
+        Err(e) => return bad(format!("cannot render output: {e}")),
     }
-    if denied > 0 { EXIT_DENIED } else { EXIT_OK }
+    if results.iter().any(|r| !r.allowed) || (args.strict && report::has_soft_violations(&results))
+    {
+        EXIT_DENIED
+    } else {
+        EXIT_OK
+    }
 }
 
 pub fn certs(args: &CertsArgs) -> i32 {
@@ -304,6 +371,16 @@ pub fn webhook(args: WebhookArgs) -> i32 {
         )
         .with_writer(std::io::stderr)
         .init();
+    let self_managed = match args
+        .self_managed
+        .config(&args.tls_cert_file, &args.tls_key_file)
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("keywire webhook: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     let config = WebhookConfig {
         listen: args.listen,
         tls_cert_file: args.tls_cert_file,
@@ -327,7 +404,13 @@ pub fn webhook(args: WebhookArgs) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(server::run(config)) {
+    match runtime.block_on(async {
+        // Self-managed certificates are on disk and trusted before the server loads them.
+        if let Some(self_managed) = self_managed {
+            crate::selfcert::start(self_managed).await?;
+        }
+        server::run(config).await
+    }) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             tracing::error!(error = %one_line(format!("{e:#}")), "webhook failed");

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod patch;
 pub mod plan;
 pub mod policy;
+pub mod report;
 pub mod selfcert;
 pub mod server;
 pub mod tls;

@@ -149,11 +149,17 @@ pub fn to_yaml(objects: &[Value]) -> Result<String, String> {
     Ok(out)
 }
 
-pub fn to_json(objects: &[Value]) -> Result<String, String> {
-    let value = match objects {
-        [one] => one.clone(),
-        many => serde_json::json!({"apiVersion": "v1", "kind": "List", "items": many}),
-    };
+/// A `List` of the objects, with keywire's verdicts beside them under `report`.
+pub fn to_json(
+    objects: &[Value],
+    results: &[crate::report::ObjectResult],
+) -> Result<String, String> {
+    let value = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": objects,
+        "report": {"results": results},
+    });
     serde_json::to_string_pretty(&value)
         .map(|s| s + "\n")
         .map_err(|e| e.to_string())

@@ -147,8 +147,7 @@ impl SelfCertArgs {
                 self.cert_overlap_seconds
             )));
         }
-        if self.cert_renew_before_days < 0
-            || self.cert_renew_before_days >= self.cert_validity_days
+        if self.cert_renew_before_days < 0 || self.cert_renew_before_days >= self.cert_validity_days
         {
             return Err(SelfCertError::Timing(format!(
                 "--cert-renew-before-days ({}) must be from 0 to below --cert-validity-days ({})",
@@ -334,7 +333,10 @@ fn covers(cert_hosts: &[String], wanted: &[String]) -> bool {
 }
 
 fn key_parses(pem: &str) -> bool {
-    matches!(rustls_pemfile::private_key(&mut pem.as_bytes()), Ok(Some(_)))
+    matches!(
+        rustls_pemfile::private_key(&mut pem.as_bytes()),
+        Ok(Some(_))
+    )
 }
 
 /// The next step for the material in the Secret at `now`.
@@ -477,7 +479,10 @@ impl Material {
         secret.data = Some(data);
         secret.string_data = None;
         secret.type_ = Some("kubernetes.io/tls".to_string());
-        let annotations = secret.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        let annotations = secret
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new);
         let mut set = |k: &str, v: Option<String>| match v {
             Some(v) => {
                 annotations.insert(k.to_string(), v);
@@ -488,7 +493,10 @@ impl Material {
         };
         set(ANNOTATION_GENERATION, Some(self.generation.to_string()));
         set(ANNOTATION_STAGED_AT, self.staged_at.map(|t| t.to_string()));
-        set(ANNOTATION_PROMOTED_AT, self.promoted_at.map(|t| t.to_string()));
+        set(
+            ANNOTATION_PROMOTED_AT,
+            self.promoted_at.map(|t| t.to_string()),
+        );
         set(ANNOTATION_ROTATED, self.rotate_done.clone());
         secret
             .metadata
@@ -586,8 +594,11 @@ impl SelfManaged {
     }
 
     fn issue(&self) -> Result<Pair, certs::CertsError> {
-        certs::generate(&self.config.rotation.hosts, self.config.rotation.validity_days)
-            .map(Pair::from)
+        certs::generate(
+            &self.config.rotation.hosts,
+            self.config.rotation.validity_days,
+        )
+        .map(Pair::from)
     }
 
     /// The CAs the webhook configurations hold now, so a new Secret keeps them trusted.
@@ -641,7 +652,10 @@ impl SelfManaged {
                 let m = Material::from_secret(&s);
                 Ok((s, m))
             }
-            Err(e) => Err(self.kube_err(format!("cannot create {}", self.secret_ref()))(e)),
+            Err(e) => Err(self
+                .kube_err(format!("cannot create {}", self.secret_ref()))(
+                e
+            )),
         }
     }
 
@@ -673,7 +687,10 @@ impl SelfManaged {
                     .map_err(self.kube_err(format!("cannot read {}", self.secret_ref())))?;
                 Ok(Material::from_secret(&s))
             }
-            Err(e) => Err(self.kube_err(format!("cannot update {}", self.secret_ref()))(e)),
+            Err(e) => Err(self
+                .kube_err(format!("cannot update {}", self.secret_ref()))(
+                e
+            )),
         }
     }
 
@@ -763,7 +780,10 @@ impl SelfManaged {
                 })
             }
             Err(e) if is_status(&e, 409) => Ok(Trust::Pending),
-            Err(e) => Err(self.kube_err(format!("cannot apply the caBundle to {}", what()))(e)),
+            Err(e) => Err(self
+                .kube_err(format!("cannot apply the caBundle to {}", what()))(
+                e
+            )),
         }
     }
 
@@ -797,11 +817,18 @@ impl SelfManaged {
             attempt += 1;
             match self.tick().await {
                 Ok(r) if r.trusted() => {
-                    tracing::info!(generation = r.generation, "self-managed certificate: serving certificate ready and trusted");
+                    tracing::info!(
+                        generation = r.generation,
+                        "self-managed certificate: serving certificate ready and trusted"
+                    );
                     return;
                 }
-                Ok(r) => tracing::info!(attempt, missing = ?r.missing, untrusted = ?r.untrusted, "self-managed certificate: waiting for the webhook configurations"),
-                Err(e) => tracing::warn!(attempt, error = %e, "self-managed certificate: bootstrap step failed; retrying"),
+                Ok(r) => {
+                    tracing::info!(attempt, missing = ?r.missing, untrusted = ?r.untrusted, "self-managed certificate: waiting for the webhook configurations")
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "self-managed certificate: bootstrap step failed; retrying")
+                }
             }
             tokio::time::sleep(self.config.check_interval).await;
         }
@@ -957,14 +984,22 @@ mod tests {
             (-DAY, Step::Stage(Reason::Expiring)),
         ];
         for (before, want) in cases {
-            assert_eq!(decide(&m, &r, expiry - before), want, "{before}s before expiry");
+            assert_eq!(
+                decide(&m, &r, expiry - before),
+                want,
+                "{before}s before expiry"
+            );
         }
 
         let mut asked = m.clone();
         asked.rotate_requested = Some("2026-11-23".into());
         assert_eq!(decide(&asked, &r, t0), Step::Stage(Reason::Requested));
         asked.rotate_done = asked.rotate_requested.clone();
-        assert_eq!(decide(&asked, &r, t0), Step::Keep, "a request is acted on once");
+        assert_eq!(
+            decide(&asked, &r, t0),
+            Step::Keep,
+            "a request is acted on once"
+        );
 
         let mut moved = r.clone();
         moved.hosts.push("keywire.other.svc".into());
@@ -990,7 +1025,10 @@ mod tests {
         let staged = m.advance(step, t0, || Ok(fresh())).unwrap();
         let new_ca = staged.next.as_ref().unwrap().ca_pem.clone();
         assert_eq!(staged.current, first.current, "staging serves nothing new");
-        assert!(bundle_trusts(&staged.bundle_pem, &old_ca) && bundle_trusts(&staged.bundle_pem, &new_ca));
+        assert!(
+            bundle_trusts(&staged.bundle_pem, &old_ca)
+                && bundle_trusts(&staged.bundle_pem, &new_ca)
+        );
         assert_eq!(staged.generation, first.generation + 1);
 
         assert_eq!(decide(&staged, &r, t0 + r.overlap_secs - 1), Step::Keep);
@@ -1001,7 +1039,10 @@ mod tests {
             .unwrap();
         assert_eq!(promoted.current.ca_pem, new_ca);
         assert!(promoted.next.is_none());
-        assert!(bundle_trusts(&promoted.bundle_pem, &old_ca), "old CA kept for stragglers");
+        assert!(
+            bundle_trusts(&promoted.bundle_pem, &old_ca),
+            "old CA kept for stragglers"
+        );
 
         assert_eq!(decide(&promoted, &r, t1 + r.overlap_secs - 1), Step::Keep);
         let t2 = t1 + r.overlap_secs;
@@ -1026,7 +1067,10 @@ mod tests {
         assert_eq!(decide(&m, &r, t0 + 1), Step::Keep);
         assert_eq!(decide(&m, &r, t0 + r.overlap_secs), Step::Trim);
         let replaced = m.advance(Step::Replace, t0, || Ok(fresh())).unwrap();
-        assert!(bundle_trusts(&replaced.bundle_pem, &new.ca_pem), "replaced CA stays trusted");
+        assert!(
+            bundle_trusts(&replaced.bundle_pem, &new.ca_pem),
+            "replaced CA stays trusted"
+        );
     }
 
     #[test]
@@ -1034,7 +1078,9 @@ mod tests {
         let t0 = now();
         let mut m = Material::initial(fresh(), "", t0);
         m.rotate_requested = Some("x".into());
-        let m = m.advance(Step::Stage(Reason::Requested), t0, || Ok(fresh())).unwrap();
+        let m = m
+            .advance(Step::Stage(Reason::Requested), t0, || Ok(fresh()))
+            .unwrap();
         let mut secret = Secret::default();
         secret.metadata.annotations = Some(BTreeMap::from([
             ("team".to_string(), "platform".to_string()),
@@ -1049,7 +1095,14 @@ mod tests {
         let promoted = m.advance(Step::Promote, t0 + 300, || panic!()).unwrap();
         promoted.write_into(&mut secret);
         assert!(!secret.data.as_ref().unwrap().contains_key(NEXT_CRT));
-        assert!(!secret.metadata.annotations.as_ref().unwrap().contains_key(ANNOTATION_STAGED_AT));
+        assert!(
+            !secret
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(ANNOTATION_STAGED_AT)
+        );
         assert_eq!(Material::from_secret(&secret), promoted);
     }
 

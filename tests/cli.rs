@@ -263,3 +263,167 @@ fn certs_writes_files_and_prints_the_ca_bundle() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+fn policy_args() -> Vec<String> {
+    vec![
+        "--policy".into(),
+        data("policies/prod-baseline.yaml").to_str().unwrap().into(),
+        "-f".into(),
+        data("manifests/prod-workloads.yaml")
+            .to_str()
+            .unwrap()
+            .into(),
+    ]
+}
+
+#[test]
+fn policy_violations_print_a_table_and_enforce_exits_one() {
+    let args = policy_args();
+    let mut full: Vec<&str> = vec!["mutate"];
+    full.extend(args.iter().map(String::as_str));
+    let out = run(&full, None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines[1],
+        "warning: Job/report (namespace shop): prod-baseline/tokenExpiration: token expiration 86400s is outside 3600..7200s"
+    );
+    assert_eq!(
+        lines[0],
+        "denied: Deployment/checkout (namespace shop): KeywirePolicy prod-baseline rule keyVaults (spec.template.metadata.annotations[keywire.dev/keyvault]): key vault kv-dev-shop is not allowed; allowed: kv-prod-*"
+    );
+    assert!(
+        lines[2].starts_with("OBJECT")
+            && lines[2].contains("POLICY")
+            && lines[2].ends_with("MESSAGE"),
+        "{stderr}"
+    );
+    assert!(
+        lines[3].starts_with("Deployment/checkout (namespace shop)  prod-baseline  keyVaults"),
+        "{stderr}"
+    );
+    assert!(
+        lines[4].starts_with("Job/report (namespace shop)") && lines[4].contains("Warn"),
+        "{stderr}"
+    );
+    assert_eq!(lines.len(), 5, "{stderr}");
+}
+
+#[test]
+fn warn_and_audit_exit_zero_unless_strict() {
+    let manifest = std::fs::read_to_string(data("manifests/prod-workloads.yaml")).unwrap();
+    // Only the compliant Deployment and the warned Job: Warn does not fail the run.
+    let docs: Vec<&str> = manifest
+        .split("\n---\n")
+        .filter(|d| !d.contains("name: checkout"))
+        .collect();
+    let input = docs.join("\n---\n");
+    let policy = data("policies/prod-baseline.yaml");
+    let audit = data("policies/audit-inline.yaml");
+    let base = [
+        "mutate",
+        "-f",
+        "-",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--policy",
+        audit.to_str().unwrap(),
+    ];
+    let out = run(&base, Some(input.as_bytes()));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("audit-inline   secretProviderClasses  Audit"),
+        "{stderr}"
+    );
+    let mut strict = base.to_vec();
+    strict.push("--strict");
+    assert_eq!(run(&strict, Some(input.as_bytes())).status.code(), Some(1));
+}
+
+#[test]
+fn json_report_junit_and_github_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("keywire.xml");
+    let junit_arg = format!("junit={}", junit.display());
+    let args = policy_args();
+    let mut full: Vec<&str> = vec![
+        "mutate", "-o", "json", "--report", &junit_arg, "--report", "github",
+    ];
+    full.extend(args.iter().map(String::as_str));
+    let out = run(&full, None);
+    assert_eq!(out.status.code(), Some(1));
+
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "List");
+    let results = v["report"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let checkout = results
+        .iter()
+        .find(|r| r["object"] == "Deployment/checkout (namespace shop)")
+        .unwrap();
+    assert_eq!(checkout["allowed"], false);
+    assert_eq!(checkout["violations"][0]["rule"], "keyVaults");
+    assert_eq!(
+        checkout["violations"][0]["field"],
+        "spec.template.metadata.annotations[keywire.dev/keyvault]"
+    );
+    assert_eq!(checkout["violations"][0]["enforcement"], "Enforce");
+    let cart = results
+        .iter()
+        .find(|r| r["object"] == "Deployment/cart (namespace shop)")
+        .unwrap();
+    assert_eq!(cart["allowed"], true);
+    assert_eq!(cart["violations"], serde_json::json!([]));
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"<testsuites name="keywire" tests="3" failures="1">"#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"name="Deployment/checkout (namespace shop)">"#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<failure message="KeywirePolicy prod-baseline rule keyVaults"#),
+        "{xml}"
+    );
+
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = data("manifests/prod-workloads.yaml").display().to_string();
+    assert!(stderr.contains(&format!("::error file={file},title=keywire denied Deployment/checkout (namespace shop)::KeywirePolicy prod-baseline rule keyVaults")), "{stderr}");
+    assert!(stderr.contains(&format!("::warning file={file},title=keywire Warn prod-baseline/tokenExpiration Job/report (namespace shop)::")), "{stderr}");
+}
+
+#[test]
+fn bad_policy_and_report_arguments_exit_two() {
+    let out = run(&["mutate", "-f", "-", "--report", "xml"], Some(b""));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "keywire mutate: --report \"xml\": expected junit=FILE or github\n"
+    );
+    let out = run(
+        &[
+            "mutate",
+            "-f",
+            "-",
+            "--policy",
+            data("cluster-state.yaml").to_str().unwrap(),
+        ],
+        Some(b""),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .ends_with("cluster-state.yaml: no KeywirePolicy in the file\n")
+    );
+}
