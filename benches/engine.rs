@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
-use keywire::admission;
+use keywire::admission::{self, Endpoint};
 use keywire::engine::{self, Outcome};
 use keywire::lookup::{ClusterState, ServiceAccountInfo};
 use keywire::patch;
@@ -148,13 +148,14 @@ fn bench_engine(c: &mut Criterion) {
         ("review/opted_in_20_containers", opted_in_pod(20)),
     ] {
         let body = review_bytes(&pod);
-        let out = admission::review(&body, &state, &settings).expect("valid review");
+        let out =
+            admission::review(&body, Endpoint::Mutate, &state, &settings).expect("valid review");
         let v: Value = serde_json::from_slice(&out.body).expect("json response");
         assert_eq!(v["response"]["allowed"], true, "{name}");
         assert_eq!(v["response"]["patchType"], "JSONPatch", "{name}");
         eprintln!("{name}: AdmissionReview is {} bytes", body.len());
         group.bench_function(name, |b| {
-            b.iter(|| admission::review(black_box(&body), &state, &settings))
+            b.iter(|| admission::review(black_box(&body), Endpoint::Mutate, &state, &settings))
         });
     }
     group.finish();

@@ -58,29 +58,30 @@ metadata:
     azure.workload.identity/tenant-id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee
 EOF
 
+# Two free loopback ports (the OS picks them; they are released just before the webhook binds).
+read -r PORT MPORT < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+')
+ADDR="127.0.0.1:$PORT"
+MADDR="127.0.0.1:$MPORT"
+
 echo "== starting the webhook (RUST_LOG=$KEYWIRE_LOG, log in $OUT_DIR/server.log)"
 RUST_LOG="$KEYWIRE_LOG" "$KEYWIRE" webhook \
-  --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+  --listen "$ADDR" --metrics-listen "$MADDR" \
   --tls-cert-file "$TMP/certs/tls.crt" --tls-key-file "$TMP/certs/tls.key" \
   --cluster-state "$TMP/cluster-state.yaml" 2>"$OUT_DIR/server.log" &
 SERVER_PID=$!
 
-# Both listeners bind port 0; the real addresses are in the startup log.
-addr_of() { grep -F "\"message\":\"$1\"" "$OUT_DIR/server.log" | head -n1 | sed -n 's/.*"addr":"\([^"]*\)".*/\1/p'; }
-ADDR="" MADDR=""
 for _ in $(seq 1 100); do
-  ADDR="$(addr_of 'webhook listening')"
-  MADDR="$(addr_of 'metrics listening')"
-  [[ -n "$ADDR" && -n "$MADDR" ]] && break
+  curl -fsS "http://$MADDR/readyz" >/dev/null 2>&1 && break
   kill -0 "$SERVER_PID" 2>/dev/null || { echo "webhook exited:"; cat "$OUT_DIR/server.log"; exit 1; }
   sleep 0.1
 done
-[[ -n "$ADDR" && -n "$MADDR" ]] || { echo "webhook did not report its addresses"; cat "$OUT_DIR/server.log"; exit 1; }
-for _ in $(seq 1 100); do
-  curl -fsS "http://$MADDR/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fsS "http://$MADDR/readyz" >/dev/null || { echo "webhook not ready"; exit 1; }
+curl -fsS "http://$MADDR/readyz" >/dev/null || { echo "webhook not ready"; cat "$OUT_DIR/server.log"; exit 1; }
 echo "   webhook https://$ADDR/mutate, metrics http://$MADDR (pid $SERVER_PID)"
 
 sleep 2
@@ -107,7 +108,7 @@ TICKS_PER_SEC="$(getconf CLK_TCK)"
 run() {
   local name="$1" payload="$2" conc="$3" rate="$4"
   local log="$OUT_DIR/load-$name.txt"
-  echo "== $name: payload $payload, concurrency $conc, rate $rate/s, ${LOAD_SECONDS}s"
+  echo "== $name: payload $payload, concurrency $conc, rate $([[ $rate == 0 ]] && echo unlimited || echo "$rate/s"), ${LOAD_SECONDS}s"
   # Peak RSS while the load runs, sampled every 100 ms.
   (
     peak=0

@@ -25,7 +25,14 @@ log "control plane binaries: $KEYWIRE_CP_BIN ($(( $(date +%s) - start ))s)"
 
 export E2E_STATE_DIR="${E2E_STATE_DIR:-$(mktemp -d /tmp/keywire-e2e.XXXXXX)}"
 rmdir "$E2E_STATE_DIR" 2>/dev/null || true  # up.sh creates and marks it
-cleanup() { "$here/down.sh" || true; }
+cleanup() {
+  # Webhook processes the suite started (one held in a static is never dropped).
+  for f in "$E2E_STATE_DIR"/pids/keywire-webhook-*.pid; do
+    [[ -f "$f" ]] && kill "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  done
+  "$here/down.sh" || true
+}
 trap cleanup EXIT
 
 "$here/up.sh"

@@ -199,7 +199,7 @@ fn unmanaged_secret_store_volumes_are_refused() {
         json!({"forbidUnmanagedSecretStoreVolumes": {}, "identity": {"allowed": ["workload"]}}),
     );
     let d = run(
-        &[forbid.clone()],
+        std::slice::from_ref(&forbid),
         &raw_volume(
             json!({"driver": "secrets-store.csi.k8s.io", "volumeAttributes": {"secretProviderClass": "x"}}),
         ),
@@ -215,7 +215,12 @@ fn unmanaged_secret_store_volumes_are_refused() {
     );
     p["spec"]["volumes"] = json!([{"name": "keywire-secrets-store", "csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": true,
         "volumeAttributes": {"secretProviderClass": "team", "clientID": "00000000-0000-0000-0000-000000000000"}}}]);
-    let d = decide(&p, "prod", &state(&[forbid.clone()]), &Settings::default());
+    let d = decide(
+        &p,
+        "prod",
+        &state(std::slice::from_ref(&forbid)),
+        &Settings::default(),
+    );
     assert!(!d.is_allowed(), "{d:?}");
 
     let mut p = raw_volume(
@@ -335,7 +340,7 @@ fn only_selected_namespaces_are_judged() {
         json!({"namespaceSelector": {"matchLabels": {"env": "dev"}}, "requireInjection": {}}),
     );
     assert!(
-        run(&[dev_only.clone()], &pod(json!({}), json!({})))
+        run(std::slice::from_ref(&dev_only), &pod(json!({}), json!({})))
             .violations
             .is_empty()
     );
@@ -373,7 +378,7 @@ fn label_selector_operators() {
     assert!(!sel(json!({"key": "env", "operator": "NotIn", "values": ["prod"]})).matches(&labels));
     assert!(sel(json!({"key": "tier", "operator": "NotIn", "values": ["x"]})).matches(&labels));
     assert!(sel(json!({"key": "env", "operator": "Exists"})).matches(&labels));
-    assert!(sel(json!({"key": "env", "operator": "DoesNotExist"})).matches(&labels) == false);
+    assert!(!sel(json!({"key": "env", "operator": "DoesNotExist"})).matches(&labels));
     assert!(!sel(json!({"key": "env", "operator": "Bogus"})).matches(&labels));
     assert!(LabelSelector::default().matches(&labels));
 }
@@ -401,7 +406,7 @@ fn defaults_fill_what_the_pod_leaves_out() {
         "authorityHost": "https://login.microsoftonline.us/", "mountPath": "/var/secrets", "identity": "managed-identity"}}),
     );
     let p = keywire(json!({"keywire.dev/keyvault": "kv-a", "keywire.dev/objects": "a"}));
-    let d = run(&[defaults.clone()], &p);
+    let d = run(std::slice::from_ref(&defaults), &p);
     let mut out = p.clone();
     crate::patch::apply(&mut out, d.patch()).unwrap();
     assert_eq!(

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -77,6 +77,51 @@ pub struct AppState {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Time a client may take to send the body once the headers are in.
+    pub body_timeout: Duration,
+}
+
+/// Oversize bodies are read and discarded up to this many times the limit, so an HTTP/1.1
+/// client still sending receives its 413 instead of a connection reset.
+const DRAIN_FACTOR: usize = 8;
+
+/// Reads the body up to the limit; beyond it, drains (bounded) and answers 413.
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
+    use futures::StreamExt;
+    let limit = state.max_body_bytes;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| bad_request(format!("cannot read the body: {e}")))?;
+            total += chunk.len();
+            if total <= limit {
+                buf.extend_from_slice(&chunk);
+            } else if total > limit.saturating_mul(DRAIN_FACTOR) {
+                break;
+            }
+        }
+        if total > limit {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("request body is larger than {limit} bytes\n"),
+            )
+                .into_response());
+        }
+        Ok(Bytes::from(buf))
+    };
+    match tokio::time::timeout(state.body_timeout, read).await {
+        Ok(result) => result,
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time\n",
+        )
+            .into_response()),
+    }
 }
 
 fn bad_request(message: String) -> Response {
@@ -88,16 +133,23 @@ fn bad_request(message: String) -> Response {
         .into_response()
 }
 
-async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn mutate(State(state): State<Arc<AppState>>, body: Body) -> Response {
     handle(state, admission::Endpoint::Mutate, body).await
 }
 
-async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn validate(State(state): State<Arc<AppState>>, body: Body) -> Response {
     handle(state, admission::Endpoint::Validate, body).await
 }
 
-async fn handle(state: Arc<AppState>, endpoint: admission::Endpoint, body: Bytes) -> Response {
+async fn handle(state: Arc<AppState>, endpoint: admission::Endpoint, body: Body) -> Response {
     let mut timer = state.metrics.timer(endpoint.label());
+    let body = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(response) => {
+            tracing::info!(status = %response.status(), "rejected a request body");
+            return response;
+        }
+    };
     let request = match admission::parse(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -228,11 +280,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-pub fn webhook_router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        // `read_body` enforces the limit itself, so a too-large body still gets its 413.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -298,6 +351,8 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
         settings: config.settings.clone(),
         metrics: metrics.clone(),
         ready: AtomicBool::new(false),
+        max_body_bytes: config.max_body_bytes,
+        body_timeout: config.header_read_timeout,
     });
 
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
@@ -332,7 +387,7 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
         .http_builder()
         .http1()
         .header_read_timeout(Some(config.header_read_timeout));
-    let app = webhook_router(state.clone(), config.max_body_bytes);
+    let app = webhook_router(state.clone());
     let serving = tokio::spawn(server.serve(app.into_make_service()));
 
     let Some(addr) = handle.listening().await else {

@@ -169,7 +169,16 @@ fn garbage_and_oversize_bodies_get_4xx_and_the_server_keeps_serving() {
                 "unsupported AdmissionReview apiVersion",
             ),
             (vec![0xff, 0xfe, 0x00], 400, "body is not JSON"),
-            (vec![b'{'; 200_000], 413, ""),
+            (
+                vec![b'{'; 200_000],
+                413,
+                "request body is larger than 65536 bytes",
+            ),
+            (
+                vec![b'{'; 65_537],
+                413,
+                "request body is larger than 65536 bytes",
+            ),
         ];
         for (body, status, text) in cases {
             let resp = http.post(hook.url()).body(body).send().await.unwrap();

@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::{ApiResource, Discovery, Scope};
@@ -40,6 +42,7 @@ pub async fn client() -> kube::Client {
 pub struct Webhook {
     pub child: Child,
     pub addr: String,
+    pub metrics_addr: String,
 }
 
 impl Webhook {
@@ -64,6 +67,13 @@ impl Webhook {
             .stdout(Stdio::null())
             .spawn()
             .expect("start keywire webhook");
+        // run.sh kills whatever is left: a webhook held in a static is never dropped.
+        let pids = state_dir().join("pids");
+        let _ = std::fs::create_dir_all(&pids);
+        let _ = std::fs::write(
+            pids.join(format!("keywire-webhook-{}.pid", child.id())),
+            child.id().to_string(),
+        );
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel::<String>();
         std::thread::spawn(move || {
@@ -78,8 +88,8 @@ impl Webhook {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut addr, mut ready) = (None, false);
-        while addr.is_none() || !ready {
+        let (mut addr, mut metrics_addr, mut ready) = (None, None, false);
+        while addr.is_none() || metrics_addr.is_none() || !ready {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("webhook did not become ready (see logs/webhook.log)");
@@ -87,6 +97,9 @@ impl Webhook {
             match v["fields"]["message"].as_str() {
                 Some("webhook listening") => {
                     addr = v["fields"]["addr"].as_str().map(str::to_string)
+                }
+                Some("metrics listening") => {
+                    metrics_addr = v["fields"]["addr"].as_str().map(str::to_string)
                 }
                 Some("ready") => ready = true,
                 _ => {}
@@ -97,6 +110,7 @@ impl Webhook {
         Webhook {
             child,
             addr: addr.unwrap(),
+            metrics_addr: metrics_addr.unwrap(),
         }
     }
 
@@ -141,24 +155,34 @@ pub fn make_certs(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("ca.crt")).unwrap()
 }
 
-/// Registers the shipped `webhook-config/mutating-webhook.yaml`, pointed at `url` with `ca_pem`.
+/// Registers the shipped `webhook-config/` mutating and validating configurations, pointed at
+/// the webhook at `url` (its `/mutate`; `/validate` beside it) and trusting `ca_pem`.
 pub async fn register(client: &kube::Client, url: &str, ca_pem: &str) {
-    let text = std::fs::read_to_string(repo("webhook-config/mutating-webhook.yaml")).unwrap();
-    let mut config: Value = serde_yaml::from_str(&text).unwrap();
     use base64::Engine as _;
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    for hook in config["webhooks"].as_array_mut().unwrap() {
-        hook["clientConfig"] = json!({"url": url, "caBundle": bundle});
-    }
-    let typed: MutatingWebhookConfiguration = serde_json::from_value(config).unwrap();
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    api.patch(
-        "keywire",
-        &PatchParams::apply("keywire-e2e").force(),
-        &Patch::Apply(&typed),
-    )
-    .await
-    .expect("register the webhook");
+    let base = url.trim_end_matches("/mutate");
+    let load = |file: &str, path: &str| -> Value {
+        let text = std::fs::read_to_string(repo(file)).unwrap();
+        let mut config: Value = serde_yaml::from_str(&text).unwrap();
+        for hook in config["webhooks"].as_array_mut().unwrap() {
+            hook["clientConfig"] = json!({"url": format!("{base}{path}"), "caBundle": bundle});
+        }
+        config
+    };
+    let pp = PatchParams::apply("keywire-e2e").force();
+    let mutating: MutatingWebhookConfiguration =
+        serde_json::from_value(load("webhook-config/mutating-webhook.yaml", "/mutate")).unwrap();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch("keywire", &pp, &Patch::Apply(&mutating))
+        .await
+        .expect("register the mutating webhook");
+    let validating: ValidatingWebhookConfiguration =
+        serde_json::from_value(load("webhook-config/validating-webhook.yaml", "/validate"))
+            .unwrap();
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .patch("keywire", &pp, &Patch::Apply(&validating))
+        .await
+        .expect("register the validating webhook");
 }
 
 pub async fn ensure_namespace(client: &kube::Client, name: &str) {

@@ -2,7 +2,9 @@
 //! keywire over TLS, and every assertion is on what the API server stored or answered.
 //! Run with `--test-threads=1`: the tests share one webhook registration.
 
+mod chart;
 mod harness;
+mod policy;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -18,17 +20,17 @@ const DEMO: &str = "keywire-demo";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
 /// The webhook process and the CA the API server currently trusts for it.
-struct Shared {
-    webhook: Option<Webhook>,
-    addr: String,
-    ca: String,
-    cert_dir: std::path::PathBuf,
+pub(crate) struct Shared {
+    pub(crate) webhook: Option<Webhook>,
+    pub(crate) addr: String,
+    pub(crate) ca: String,
+    pub(crate) cert_dir: std::path::PathBuf,
 }
 
 static SHARED: tokio::sync::Mutex<Option<Shared>> = tokio::sync::Mutex::const_new(None);
 
 /// Starts (once) and registers the webhook; returns a guard that serialises the tests.
-async fn setup() -> (
+pub(crate) async fn setup() -> (
     tokio::sync::MutexGuard<'static, Option<Shared>>,
     kube::Client,
 ) {
@@ -37,33 +39,43 @@ async fn setup() -> (
     if guard.is_none() {
         ensure_namespace(&client, DEMO).await;
         ensure_service_account(&client, DEMO, "probe", json!({})).await;
+        // The webhook watches KeywirePolicies: their CRD comes first.
+        for crd in [
+            "webhook-config/crd-keywirepolicy.yaml",
+            "e2e/manifests/secretproviderclass-crd.yaml",
+        ] {
+            let text = std::fs::read_to_string(repo(crd)).unwrap();
+            let out = kubectl(&["apply", "-f", "-"], Some(&text));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for name in [
+            "keywirepolicies.keywire.dev",
+            "secretproviderclasses.secrets-store.csi.x-k8s.io",
+        ] {
+            let out = kubectl(
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=30s",
+                    &format!("crd/{name}"),
+                ],
+                None,
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let cert_dir = state_dir().join("webhook-certs");
         let ca = make_certs(&cert_dir);
         let webhook = Webhook::start(&cert_dir, "127.0.0.1:0");
         register(&client, &webhook.url(), &ca).await;
         wait_until_mutating(&client, DEMO, "probe").await;
-        let crd =
-            std::fs::read_to_string(repo("e2e/manifests/secretproviderclass-crd.yaml")).unwrap();
-        let out = kubectl(&["apply", "-f", "-"], Some(&crd));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=30s",
-                "crd/secretproviderclasses.secrets-store.csi.x-k8s.io",
-            ],
-            None,
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         *guard = Some(Shared {
             addr: webhook.addr.clone(),
             webhook: Some(webhook),
