@@ -134,7 +134,12 @@ pub fn decide_at(
 ) -> Decision {
     let view = PodView::from_json(pod);
     let all_policies = lookups.policies();
-    let selecting = policy::selecting(&all_policies, &namespace_labels(lookups, namespace));
+    // Most clusters have few or no policies: only then is the namespace worth looking up.
+    let selecting = if all_policies.is_empty() {
+        Vec::new()
+    } else {
+        policy::selecting(&all_policies, &namespace_labels(lookups, namespace))
+    };
     let settings = effective_settings(settings, &selecting);
     let settings = settings.as_ref();
 
