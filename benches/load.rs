@@ -21,8 +21,8 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper::{Method, Request, StatusCode, Uri, header};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use serde_json::{Value, json};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -77,6 +77,25 @@ struct Args {
     /// Label printed in the one-line RESULT summary.
     #[arg(long, default_value = "")]
     label: String,
+    /// Write the latency distribution here as CSV (`percentile,latency_ms`), for plotting.
+    #[arg(long)]
+    latency_out: Option<PathBuf>,
+}
+
+/// Percentiles written by `--latency-out`: dense near the tail, as latency plots need.
+fn distribution_points() -> Vec<f64> {
+    let mut points: Vec<f64> = (0..=90).map(f64::from).collect();
+    let mut tail = 90.0;
+    // 90, 99, 99.9, 99.99 and ten steps within each decade between them.
+    while tail < 99.995 {
+        let gap = 100.0 - tail;
+        for i in 1..=10 {
+            points.push(tail + gap * 0.09 * f64::from(i));
+        }
+        tail = 100.0 - gap / 10.0;
+    }
+    points.push(100.0);
+    points
 }
 
 /// What a worker measured.
@@ -98,68 +117,20 @@ impl Tally {
     }
 }
 
-fn container(i: usize) -> Value {
-    json!({
-        "name": format!("app-{i}"),
-        "image": format!("registry.example.com/team/app-{i}:1.2.3"),
-        "ports": [{"containerPort": 8080 + i, "protocol": "TCP"}],
-        "env": [{"name": "LOG_LEVEL", "value": "info"}],
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-            "limits": {"memory": "256Mi"}},
-        "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}]
-    })
-}
-
-/// Same pods as benches/engine.rs: inline Key Vault config, workload identity from the
-/// ServiceAccount `app`, and `keywire.dev/env`.
-fn pod(containers: usize) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "web-7d9f8c6b5-",
-            "labels": {"app": "web", "pod-template-hash": "7d9f8c6b5", "keywire.dev/inject": "true"},
-            "annotations": {
-                "keywire.dev/keyvault": "kv-demo",
-                "keywire.dev/objects": "secret/db-password, secret/api-key as api",
-                "keywire.dev/env": "DB_PASSWORD=db-password"
-            }
-        },
-        "spec": {
-            "serviceAccountName": "app",
-            "containers": (0..containers).map(container).collect::<Vec<_>>(),
-            "volumes": [{"name": "config", "configMap": {"name": "web-config"}}]
-        }
-    })
-}
-
 fn review(uid: &str, namespace: &str, payload: Payload) -> Bytes {
     let containers = match payload {
         Payload::Small => 1,
         Payload::Large => 20,
     };
-    let body = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": pod(containers),
-            "dryRun": false
-        }
-    });
-    Bytes::from(serde_json::to_vec(&body).expect("serialisable"))
+    let pod = keywire::fixtures::replica_pod(containers);
+    Bytes::from(keywire::fixtures::pod_review_bytes(uid, namespace, &pod))
 }
 
 fn tls_config(ca_file: &PathBuf) -> Result<Arc<rustls::ClientConfig>> {
     let pem =
         std::fs::read(ca_file).with_context(|| format!("cannot read {}", ca_file.display()))?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         roots
             .add(cert.with_context(|| format!("bad PEM in {}", ca_file.display()))?)
             .context("CA certificate rejected")?;
@@ -430,6 +401,13 @@ async fn run(args: Args) -> Result<bool> {
     );
     for e in &total.first_errors {
         println!("  error: {e}");
+    }
+    if let Some(path) = &args.latency_out {
+        let mut csv = String::from("percentile,latency_ms\n");
+        for p in distribution_points() {
+            csv.push_str(&format!("{p:.4},{:.4}\n", ms(percentile(&lat, p))));
+        }
+        std::fs::write(path, csv).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!(
         "RESULT label={} payload={} bytes={body_len} concurrency={} rate={rate} requests={requests} errors={} reconnects={} rps={rps:.1} p50_ms={p50:.3} p90_ms={p90:.3} p99_ms={p99:.3} p999_ms={p999:.3} max_ms={max:.3}",

@@ -8,8 +8,10 @@
 #   LOAD_SECONDS   seconds per load setting (default 15)
 #   KEYWIRE_LOG    RUST_LOG for the webhook (default info: one JSON line per review, as deployed)
 #   OUT_DIR        where logs and results go (default target/keywire-load/<timestamp>)
+#   PLOT_OUT       also copy the latency plot here (docs/img/load-latency.svg in docs/benchmarks.md)
 #
-# Results: a table on stdout, and $OUT_DIR/{summary.txt,server.log,load-*.txt,metrics.txt}.
+# Results: a table on stdout, and $OUT_DIR/{summary.txt,server.log,load-*.txt,latency-*.csv,
+# latency.svg,metrics.txt}.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -125,7 +127,8 @@ run() {
   TIMEFORMAT='gen_cpu_seconds %U %S'
   { time timeout $((LOAD_SECONDS + 30)) "$LOAD" --url "https://$ADDR/mutate" \
       --ca-file "$TMP/certs/ca.crt" --concurrency "$conc" --rate "$rate" \
-      --duration-seconds "$LOAD_SECONDS" --payload "$payload" --label "$name"; } >"$log" 2>&1 || rc=$?
+      --duration-seconds "$LOAD_SECONDS" --payload "$payload" --label "$name" \
+      --latency-out "$OUT_DIR/latency-$name.csv"; } >"$log" 2>&1 || rc=$?
   c1="$(cpu_ticks)"
   t1="$(date +%s.%N)"
   kill "$SAMPLER_PID" 2>/dev/null || true
@@ -160,6 +163,23 @@ run small-max-c8 small 8 0
 run large-max-c8 large 8 0
 
 curl -fsS "http://$MADDR/metrics" >"$OUT_DIR/metrics.txt" || true
+
+PLOT_ARGS=()
+for csv in "$OUT_DIR"/latency-*.csv; do
+  [[ -f "$csv" ]] || continue
+  name="$(basename "$csv" .csv)"
+  PLOT_ARGS+=("${name#latency-}=$csv")
+done
+if ((${#PLOT_ARGS[@]})); then
+  python3 benches/plot-latency.py "$OUT_DIR/latency.svg" \
+    "keywire webhook latency, $(nproc) cores, ${LOAD_SECONDS}s per setting" "${PLOT_ARGS[@]}"
+  echo "== latency plot: $OUT_DIR/latency.svg"
+  if [[ -n "${PLOT_OUT:-}" ]]; then
+    mkdir -p "$(dirname "$PLOT_OUT")"
+    cp "$OUT_DIR/latency.svg" "$PLOT_OUT"
+    echo "   copied to $PLOT_OUT"
+  fi
+fi
 HWM="$(mem_kib VmHWM)"
 
 echo "== SIGTERM"

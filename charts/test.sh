@@ -104,5 +104,43 @@ grep -E '^contract: ' "$tmp/step.log" >&2 || true
 
 step "webhook-config/ equals a fresh render" env HELM="$helm" "$here/render-webhook-config.sh" --check
 
+# keywire as a Helm post-renderer: an application chart (charts/testdata/orders-app) rendered
+# through `keywire mutate`, so its pods are wired and judged at render time.
+keywire="${KEYWIRE:-$root/target/debug/keywire}"
+if [[ ! -x "$keywire" ]]; then
+  log "building keywire for the post-renderer tests"
+  cargo build --locked --quiet --bin keywire
+fi
+app="$here/testdata/orders-app"
+post=(--post-renderer "$keywire" --post-renderer-args mutate --post-renderer-args -f
+  --post-renderer-args - --post-renderer-args -n --post-renderer-args shop)
+post_renders_wired() {
+  "$helm" template orders "$app" --namespace shop "${post[@]}" > "$tmp/post.yaml"
+  # The same as piping helm's output through keywire mutate by hand.
+  "$helm" template orders "$app" --namespace shop | "$keywire" mutate -f - -n shop > "$tmp/piped.yaml"
+  cmp "$tmp/post.yaml" "$tmp/piped.yaml"
+  grep -q 'secretProviderClass: keywire-kv-prod-orders-' "$tmp/post.yaml"
+  grep -q 'name: keywire-secrets-store' "$tmp/post.yaml"
+  grep -q 'AZURE_FEDERATED_TOKEN_FILE' "$tmp/post.yaml"
+  grep -A4 'name: DB_PASSWORD' "$tmp/post.yaml" | grep -q 'key: db-password'
+  "$kubeconform" -strict -summary -kubernetes-version 1.35.0 \
+    -schema-location "$schemas/{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+    "$tmp/post.yaml"
+}
+step "helm --post-renderer keywire: the chart's pods are wired (and equal a piped render)" post_renders_wired
+post_render_denied() {
+  # The platform's policy (env=prod namespaces allow only kv-prod-*) fails the render.
+  printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {env: prod}\n' > "$tmp/ns.yaml"
+  ! "$helm" template orders "$app" --namespace shop --set keyVault=kv-dev-orders "${post[@]}" \
+      --post-renderer-args --policy --post-renderer-args "$root/tests/data/policies/prod-baseline.yaml" \
+      --post-renderer-args --cluster-state --post-renderer-args "$tmp/ns.yaml" > "$tmp/denied.log" 2>&1
+  grep -q 'key vault kv-dev-orders is not allowed; allowed: kv-prod-\*' "$tmp/denied.log"
+  # The compliant vault passes the same policy.
+  "$helm" template orders "$app" --namespace shop "${post[@]}" \
+    --post-renderer-args --policy --post-renderer-args "$root/tests/data/policies/prod-baseline.yaml" \
+    --post-renderer-args --cluster-state --post-renderer-args "$tmp/ns.yaml" > /dev/null
+}
+step "helm --post-renderer keywire --policy: a forbidden vault fails the render" post_render_denied
+
 echo "charts: ${passed} passed, ${failed} failed"
 [[ $failed -eq 0 ]]

@@ -32,14 +32,15 @@ if [[ ! -f "$STATE/$MARKER" ]]; then
   exit 1
 fi
 
-stop() { # name expected-binary-basename
+stop() { # name expected-binary-basename (a glob pattern)
   local name="$1" exe="$2" pidfile="$STATE/pids/$1.pid" pid i
   [[ -s "$pidfile" ]] || return 0
   pid="$(cat "$pidfile")"
   if ! running "$pid"; then
     rm -f "$pidfile"; return 0
   fi
-  if [[ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null || echo '?')")" != "$exe" ]]; then
+  # shellcheck disable=SC2053  # $exe is a pattern on purpose (python3*)
+  if [[ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null || echo '?')")" != $exe ]]; then
     log "pid $pid from $pidfile is not $exe any more; leaving it alone"
     rm -f "$pidfile"; return 0
   fi
@@ -60,6 +61,11 @@ stop() { # name expected-binary-basename
 }
 
 rc=0
+# Azure stand-ins (e2e/azure/up.sh), if they were started
+stop keyvault-standin 'python3*' || rc=1
+stop nginx nginx || rc=1
+stop keycloak java || rc=1
+stop keycloak-launcher '*sh' || rc=1   # kc.sh exits with its java; only a leftover is stopped
 stop kube-apiserver kube-apiserver || rc=1
 stop etcd etcd || rc=1
 

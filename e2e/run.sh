@@ -9,8 +9,13 @@
 # prints "N passed, M failed", and tears everything down. On failure it prints the API server
 # and webhook logs.
 #
+# With the Azure stand-ins (default; E2E_AZURE=0 skips them) it first runs the SDK proof
+# (azure/test_sdk_proof.py: Microsoft's Python SDKs against Keycloak-as-Entra and the Key Vault
+# stand-in) and stops with a failure if that fails, before building the Rust suite.
+#
 # Environment: E2E_STATE_DIR (default: a fresh temp dir), KEYWIRE_CACHE_DIR (binary cache),
-# E2E_KEEP_STATE=1 to keep logs after the run, E2E_FILTER to run only matching tests.
+# E2E_KEEP_STATE=1 to keep logs after the run, E2E_FILTER to run only matching tests,
+# E2E_AZURE=0 to run without the Azure stand-ins.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -39,6 +44,32 @@ trap cleanup EXIT
 # shellcheck disable=SC1091
 source "$E2E_STATE_DIR/env"
 mkdir -p "$E2E_STATE_DIR/logs"
+
+if [[ "${E2E_AZURE:-1}" != 0 ]]; then
+  log "SDK proof of the Azure stand-ins (azure/test_sdk_proof.py)"
+  proof_log="$E2E_STATE_DIR/logs/sdk-proof.log"
+  set +e
+  PYTHONDONTWRITEBYTECODE=1 "$E2E_PYTHON" -m pytest -q -p no:cacheprovider "$here/azure/test_sdk_proof.py" \
+    2>&1 | tee "$proof_log"
+  proof_status=${PIPESTATUS[0]}
+  set -e
+  # pytest's closing line, e.g. "1 failed, 12 passed, 1 error in 14.2s"
+  proof_summary=$(grep -E '[0-9]+ (passed|failed|errors?)[ ,].* in [0-9.]+s|[0-9]+ (passed|failed|errors?) in [0-9.]+s' \
+                  "$proof_log" | tail -n 1 || true)
+  proof_passed=$(awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^passed/) n += $(i-1) } END { print n + 0 }' <<<"$proof_summary")
+  proof_failed=$(awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^(failed|error)/) n += $(i-1) } END { print n + 0 }' <<<"$proof_summary")
+  if [[ $proof_status -ne 0 && $proof_failed -eq 0 ]]; then proof_failed=1; fi
+  log "SDK proof: ${proof_passed} passed, ${proof_failed} failed"
+  if [[ $proof_status -ne 0 ]]; then
+    for f in keyvault-standin keycloak nginx-error; do
+      log "---- $f log (last 40 lines) ----"
+      tail -n 40 "$E2E_STATE_DIR/logs/$f.log" >&2 || true
+    done
+    log "SDK proof failed; not running the Rust suite"
+    echo "sdk-proof: ${proof_passed} passed, ${proof_failed} failed"
+    exit "$proof_status"
+  fi
+fi
 
 log "building the suite"
 cargo build --locked --features e2e --tests --bins 2>&1 | tail -n 3 >&2

@@ -8,6 +8,9 @@
 # Environment (all optional):
 #   E2E_STATE_DIR       state dir (default /tmp/keywire-e2e)
 #   E2E_START_TIMEOUT   seconds to wait for etcd and for /readyz (default 120)
+#   E2E_AZURE           1 (default) also starts the Azure stand-ins (Keycloak as Entra ID,
+#                       nginx as its Entra-shaped front, the Key Vault stand-in) with
+#                       azure/up.sh; 0 skips them (see azure/README.md)
 #   KUBE_APISERVER, ETCD, KUBECTL   binaries; default: built/cached by
 #                       build-control-plane.sh (see env.sh)
 #
@@ -29,12 +32,15 @@
 #   etcd-data/          etcd data dir
 #   logs/etcd.log, logs/kube-apiserver.log
 #   pids/etcd.pid, pids/kube-apiserver.pid
+#   azure/, pki/{keycloak,entra-proxy,keyvault}.*, logs/ and pids/ of keycloak, nginx,
+#   keyvault-standin: the Azure stand-ins (azure/up.sh; E2E_AZURE=0 skips them)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STATE="${E2E_STATE_DIR:-/tmp/keywire-e2e}"
 TIMEOUT="${E2E_START_TIMEOUT:-120}"
 MARKER=".keywire-e2e-state"
+AZURE="${E2E_AZURE:-1}"
 
 log() { printf '[e2e up] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -73,7 +79,8 @@ EOF
 if [[ -f "$STATE/$MARKER" ]]; then
   if alive "$STATE/pids/kube-apiserver.pid" && alive "$STATE/pids/etcd.pid" && [[ -f "$STATE/env" ]] \
      && [[ "$(source "$STATE/env"; kcurl --cacert "$E2E_CA_FILE" \
-              -H "Authorization: Bearer $(cat "$E2E_TOKEN_FILE")" "$E2E_APISERVER_URL/readyz" 2>/dev/null)" == ok ]]; then
+              -H "Authorization: Bearer $(cat "$E2E_TOKEN_FILE")" "$E2E_APISERVER_URL/readyz" 2>/dev/null)" == ok ]] \
+     && { [[ "$AZURE" == 0 ]] || E2E_STATE_DIR="$STATE" "$here/azure/up.sh" status; }; then
     log "already running"
     print_hints
     exit 0
@@ -251,6 +258,15 @@ wait_for() { # name check-command...
   done
 }
 
+# Keycloak takes 20-60 s to start: start it now and wait for it at the end.
+if [[ "$AZURE" != 0 ]]; then
+  started=1
+  t_az=$SECONDS
+  E2E_STATE_DIR="$STATE" "$here/azure/up.sh" start || die "azure/up.sh start failed"
+  log "Azure stand-ins: Keycloak starting ($((SECONDS - t_az))s)"
+fi
+
+t_cp=$SECONDS
 log "starting etcd on 127.0.0.1:$ETCD_PORT"
 start etcd "$ETCD" \
   --name=keywire-e2e \
@@ -304,6 +320,13 @@ kc create clusterrolebinding keywire-e2e:service-account-issuer-discovery \
   --dry-run=client -o yaml | kc apply -f - >&2 \
   || { tail_log "$STATE/logs/kube-apiserver.log"; die "could not create the issuer-discovery ClusterRoleBinding"; }
 kc get ns >&2 || { tail_log "$STATE/logs/kube-apiserver.log"; die "kubectl get ns failed"; }
+log "control plane ready ($((SECONDS - t_cp))s for etcd + kube-apiserver)"
+
+if [[ "$AZURE" != 0 ]]; then
+  t_az=$SECONDS
+  E2E_STATE_DIR="$STATE" "$here/azure/up.sh" finish || die "azure/up.sh finish failed"
+  log "Azure stand-ins ready ($((SECONDS - t_az))s after the control plane)"
+fi
 
 log "ready in ${SECONDS}s"
 print_hints

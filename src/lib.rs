@@ -1,22 +1,16 @@
 //! keywire: wire Kubernetes pods to Azure Key Vault.
 //!
-//! Read top-down: `annotations` (the contract) -> `plan` (resolution and names) -> `patch`
-//! (JSON Patch) -> `engine` (the one decision function). `admission` and `manifests` are the
-//! envelopes the front doors use; `server`, `tls`, `metrics` and `cache` are the webhook's I/O.
+//! One engine, several front doors. Read top-down:
+//! - `core`: the pure decision path (annotations -> plan -> patch -> policy rules -> engine);
+//! - `webhook`: the HTTPS admission server around `core` (`keywire webhook`);
+//! - `cli`: the command line: `mutate`, `review`, `certs`, and the flags of every command;
+//! - `controller`: materialises SecretProviderClasses and synced Secrets (`keywire controller`).
+//!
+//! `docs/architecture.md` has the picture.
 
-pub mod admission;
-pub mod annotations;
-pub mod cache;
-pub mod certs;
 pub mod cli;
-pub mod engine;
-pub mod lookup;
-pub mod manifests;
-pub mod metrics;
-pub mod patch;
-pub mod plan;
-pub mod policy;
-pub mod report;
-pub mod selfcert;
-pub mod server;
-pub mod tls;
+pub mod core;
+pub mod webhook;
+
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;

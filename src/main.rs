@@ -1,3 +1,5 @@
+//! The `keywire` binary: parse the command line and run the command (see `cli`).
+
 use clap::Parser;
 
 fn main() {

@@ -352,9 +352,12 @@ fn json_report_junit_and_github_formats() {
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("keywire.xml");
     let junit_arg = format!("junit={}", junit.display());
+    let sarif = dir.path().join("keywire.sarif");
+    let sarif_arg = format!("sarif={}", sarif.display());
     let args = policy_args();
     let mut full: Vec<&str> = vec![
-        "mutate", "-o", "json", "--report", &junit_arg, "--report", "github",
+        "mutate", "-o", "json", "--report", &junit_arg, "--report", "github", "--report",
+        &sarif_arg,
     ];
     full.extend(args.iter().map(String::as_str));
     let out = run(&full, None);
@@ -396,6 +399,18 @@ fn json_report_junit_and_github_formats() {
         "{xml}"
     );
 
+    let log: Value = serde_json::from_str(&std::fs::read_to_string(&sarif).unwrap()).unwrap();
+    let results = log["runs"][0]["results"].as_array().unwrap();
+    let denied: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| (r["ruleId"].as_str().unwrap(), r["level"].as_str().unwrap()))
+        .collect();
+    assert!(
+        denied.contains(&("KeywirePolicy/keyVaults", "error"))
+            && denied.contains(&("KeywirePolicy/tokenExpiration", "warning")),
+        "{denied:?}"
+    );
+
     let stderr = String::from_utf8(out.stderr).unwrap();
     let file = data("manifests/prod-workloads.yaml").display().to_string();
     assert!(stderr.contains(&format!("::error file={file},title=keywire denied Deployment/checkout (namespace shop)::KeywirePolicy prod-baseline rule keyVaults")), "{stderr}");
@@ -408,7 +423,7 @@ fn bad_policy_and_report_arguments_exit_two() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        "keywire mutate: --report \"xml\": expected junit=FILE or github\n"
+        "keywire mutate: --report \"xml\": expected junit=FILE, sarif=FILE or github\n"
     );
     let out = run(
         &[
@@ -426,4 +441,34 @@ fn bad_policy_and_report_arguments_exit_two() {
             .unwrap()
             .ends_with("cluster-state.yaml: no KeywirePolicy in the file\n")
     );
+}
+
+/// Namespaced objects without a namespace belong to `-n`, as `kubectl apply -n` would place them:
+/// a ServiceAccount in the input answers the lookups of pods in that namespace.
+#[test]
+fn input_objects_without_a_namespace_belong_to_dash_n() {
+    let manifests = br#"
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: orders
+  annotations:
+    azure.workload.identity/client-id: 4b3c2d1e-0f9a-4b8c-8d7e-6f5a4b3c2d1e
+    azure.workload.identity/tenant-id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: api
+  labels: {keywire.dev/inject: "true"}
+  annotations: {keywire.dev/keyvault: kv-orders, keywire.dev/objects: secret/db}
+spec:
+  serviceAccountName: orders
+  containers: [{name: api, image: busybox}]
+"#;
+    let (code, docs, stderr) = mutate(&["-f", "-", "-n", "shop"], Some(manifests));
+    assert_eq!(code, 0, "{stderr}");
+    let env = &find(&docs, "Pod", "api")["spec"]["containers"][0]["env"];
+    assert_eq!(env[0]["name"], "AZURE_CLIENT_ID");
+    assert_eq!(env[0]["value"], "4b3c2d1e-0f9a-4b8c-8d7e-6f5a4b3c2d1e");
 }

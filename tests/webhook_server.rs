@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Webhook, client, data, make_certs, run, runtime};
+use support::{Webhook, client, data, make_certs, run, runtime, start_webhook};
 
 fn reviews() -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(data("reviews"))
@@ -22,14 +22,7 @@ fn reviews() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn webhook_answers_byte_for_byte_as_keywire_review() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = make_certs(dir.path());
-    let hook = Webhook::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &data("cluster-state.yaml"),
-        &[],
-    );
+    let (_dir, ca, hook) = start_webhook(&[]);
     let http = client(&[&ca]);
     let rt = runtime();
     for file in reviews() {
@@ -70,14 +63,7 @@ fn webhook_answers_byte_for_byte_as_keywire_review() {
 
 #[test]
 fn health_readiness_and_metrics() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = make_certs(dir.path());
-    let hook = Webhook::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &data("cluster-state.yaml"),
-        &[],
-    );
+    let (_dir, ca, hook) = start_webhook(&[]);
     let rt = runtime();
     rt.block_on(async {
         let plain = reqwest::Client::new();
@@ -146,14 +132,7 @@ fn health_readiness_and_metrics() {
 
 #[test]
 fn garbage_and_oversize_bodies_get_4xx_and_the_server_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = make_certs(dir.path());
-    let hook = Webhook::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &data("cluster-state.yaml"),
-        &["--max-body-bytes", "65536"],
-    );
+    let (_dir, ca, hook) = start_webhook(&["--max-body-bytes", "65536"]);
     let http = client(&[&ca]);
     runtime().block_on(async {
         let cases: Vec<(Vec<u8>, u16, &str)> = vec![
@@ -332,14 +311,7 @@ fn certificate_rotation_while_serving_fails_no_request() {
 
 #[test]
 fn sigterm_drains_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = make_certs(dir.path());
-    let mut hook = Webhook::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &data("cluster-state.yaml"),
-        &[],
-    );
+    let (_dir, ca, mut hook) = start_webhook(&[]);
     let body = std::fs::read(data("reviews/twenty-containers.json")).unwrap();
     let http = client(&[&ca]);
     runtime().block_on(async {
@@ -386,17 +358,11 @@ fn sigterm_drains_and_exits_zero() {
 #[test]
 fn slow_headers_are_cut_off() {
     use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let ca = make_certs(dir.path());
-    let hook = Webhook::start(
-        &dir.path().join("tls.crt"),
-        &dir.path().join("tls.key"),
-        &data("cluster-state.yaml"),
-        &["--header-read-timeout-seconds", "1"],
-    );
+    let (_dir, ca, hook) = start_webhook(&["--header-read-timeout-seconds", "1"]);
     let _ = rustls::crypto::ring::default_provider().install_default();
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder()

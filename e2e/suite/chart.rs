@@ -23,6 +23,7 @@ use kube::api::Api;
 use serde_json::{Value, json};
 
 use crate::harness::*;
+use keywire::fixtures;
 
 /// Pods of the self-managed tests live here: the shared registration excludes it.
 const PODS: &str = "keywire";
@@ -65,7 +66,7 @@ fn render(release: &str, namespace: &str, extra: &[&str]) -> String {
 }
 
 fn documents(text: &str) -> Vec<Value> {
-    keywire::manifests::parse_documents(text).unwrap()
+    keywire::cli::manifests::parse_documents(text).unwrap()
 }
 
 fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
@@ -405,8 +406,9 @@ fn ca_bundles(kind: &str, name: &str) -> Vec<String> {
 /// The certificate a server presents, and whether it verifies against `bundle` for 127.0.0.1.
 async fn served_certificate(port: u16, bundle: &str) -> Result<Vec<u8>, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut bundle.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder()
@@ -426,10 +428,7 @@ async fn served_certificate(port: u16, bundle: &str) -> Result<Vec<u8>, String> 
 }
 
 fn opted_in(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {"keywire.dev/inject": "true"},
-            "annotations": {"keywire.dev/secret-provider-class": "mine", "keywire.dev/identity": "managed-identity"}},
-        "spec": {"serviceAccountName": "probe", "containers": [{"name": "c", "image": "busybox"}]}})
+    fixtures::managed_identity_pod(name, "probe").build()
 }
 
 async fn prepare(client: &kube::Client) {
@@ -510,7 +509,7 @@ async fn chart_self_managed_certificates_publish_the_ca_bundle_and_mutate() {
     let served = served_certificate(webhook.port, &bundle).await.unwrap();
     assert_eq!(
         served,
-        keywire::selfcert::parse_certs(&data(&stored, "tls.crt"))[0].der
+        keywire::webhook::selfcert::parse_certs(&data(&stored, "tls.crt"))[0].der
     );
 
     let pod = create_pod(&client, PODS, &opted_in("self-managed-a"), false)
@@ -583,7 +582,7 @@ async fn chart_self_managed_rotation_under_pod_creation_fails_none() {
             &format!("secret/{secret_name}"),
             &format!(
                 "{}=e2e-{}",
-                keywire::selfcert::ANNOTATION_ROTATE,
+                keywire::webhook::selfcert::ANNOTATION_ROTATE,
                 std::process::id()
             ),
         ],
@@ -594,7 +593,7 @@ async fn chart_self_managed_rotation_under_pod_creation_fails_none() {
     let (new_ca, bundle) = loop {
         let s = secret(&client, secret_name).await;
         let (ca, bundle) = (data(&s, "ca.crt"), data(&s, "ca-bundle.crt"));
-        if ca != old_ca && keywire::selfcert::parse_certs(&bundle).len() == 1 {
+        if ca != old_ca && keywire::webhook::selfcert::parse_certs(&bundle).len() == 1 {
             break (ca, bundle);
         }
         assert!(Instant::now() < deadline, "rotation never completed");
@@ -620,10 +619,13 @@ async fn chart_self_managed_rotation_under_pod_creation_fails_none() {
             .all(|b| b == &bundle)
     );
     let served = served_certificate(webhook.port, &bundle).await.unwrap();
-    assert!(keywire::selfcert::bundle_trusts(&bundle, &new_ca));
+    assert!(keywire::webhook::selfcert::bundle_trusts(&bundle, &new_ca));
     assert_eq!(
         served,
-        keywire::selfcert::parse_certs(&data(&secret(&client, secret_name).await, "tls.crt"))[0]
+        keywire::webhook::selfcert::parse_certs(&data(
+            &secret(&client, secret_name).await,
+            "tls.crt"
+        ))[0]
             .der
     );
     assert!(
@@ -685,7 +687,7 @@ async fn chart_self_managed_replicas_agree_on_one_certificate() {
     assert_eq!(creators, 1, "exactly one replica creates the Secret");
     let stored = secret(&client, secret_name).await;
     let bundle = data(&stored, "ca-bundle.crt");
-    let leaf = keywire::selfcert::parse_certs(&data(&stored, "tls.crt"))[0]
+    let leaf = keywire::webhook::selfcert::parse_certs(&data(&stored, "tls.crt"))[0]
         .der
         .clone();
     for w in [&a, &b] {
@@ -704,9 +706,11 @@ async fn chart_self_managed_replicas_agree_on_one_certificate() {
         via_a["metadata"]["annotations"]["keywire.dev/status"],
         "injected"
     );
-    let awi = json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "replica-b", "labels": {"azure.workload.identity/use": "true"}},
-        "spec": {"serviceAccountName": "awi", "containers": [{"name": "c", "image": "busybox"}]}});
+    let awi = fixtures::pod("replica-b")
+        .azure_workload_identity()
+        .service_account("awi")
+        .containers(vec![fixtures::simple_container("c")])
+        .build();
     let via_b = create_pod(&client, PODS, &awi, false).await.unwrap();
     assert!(
         via_b["spec"]["volumes"]

@@ -345,10 +345,10 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
 
 /// Waits until the API server calls the webhook for a probe pod (config propagation is async).
 pub async fn wait_until_mutating(client: &kube::Client, namespace: &str, sa: &str) {
-    let probe = json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"generateName": "probe-", "labels": {"keywire.dev/inject": "true"},
-            "annotations": {"keywire.dev/secret-provider-class": "probe", "keywire.dev/identity": "managed-identity"}},
-        "spec": {"serviceAccountName": sa, "containers": [{"name": "c", "image": "busybox"}]}});
+    let probe = keywire::fixtures::managed_identity_pod("probe", sa)
+        .generate_name("probe-")
+        .annotation("keywire.dev/secret-provider-class", "probe")
+        .build();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(p) = create_pod(client, namespace, &probe, true).await

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use harness::*;
 use k8s_openapi::api::core::v1::ServiceAccount;
+use keywire::fixtures;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
@@ -93,7 +94,7 @@ fn compact(v: &Value) -> String {
 /// The pod the ReplicaSet controller would create from a workload's template.
 fn pod_from_template(workload: &Value) -> Value {
     let template = workload
-        .pointer(keywire::manifests::pod_pointer(workload).unwrap())
+        .pointer(keywire::core::workload::pod_pointer(workload).unwrap())
         .unwrap();
     let mut meta = template["metadata"].clone();
     meta["generateName"] = json!(format!(
@@ -116,7 +117,8 @@ async fn examples_are_stored_as_keywire_mutate_predicts() {
     files.sort();
     for file in files {
         let originals =
-            keywire::manifests::parse_documents(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            keywire::cli::manifests::parse_documents(&std::fs::read_to_string(&file).unwrap())
+                .unwrap();
         let predicted = keywire_mutate(&file);
         assert_eq!(originals.len(), predicted.len());
         for (original, predicted) in originals.iter().zip(&predicted) {
@@ -174,7 +176,7 @@ async fn deployment_pods_share_one_secret_provider_class() {
     let (_guard, client) = setup().await;
     let file = repo("examples/azure-vote-deployment.yaml");
     let objects =
-        keywire::manifests::parse_documents(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        keywire::cli::manifests::parse_documents(&std::fs::read_to_string(&file).unwrap()).unwrap();
     ensure_service_account(
         &client,
         DEMO,
@@ -221,10 +223,14 @@ async fn workload_identity_from_service_account_and_token_request() {
     let client_id = "4b3c2d1e-0f9a-4b8c-8d7e-6f5a4b3c2d1e";
     ensure_service_account(&client, DEMO, "wi-app", json!({
         "azure.workload.identity/client-id": client_id, "azure.workload.identity/tenant-id": TENANT})).await;
-    let pod = json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "wi-app", "labels": {"keywire.dev/inject": "true"},
-            "annotations": {"keywire.dev/keyvault": "kv-wi", "keywire.dev/objects": "secret/s1", "keywire.dev/token-expiration": "7200"}},
-        "spec": {"serviceAccountName": "wi-app", "containers": [{"name": "app", "image": "busybox"}]}});
+    let pod = fixtures::pod("wi-app")
+        .opted_in()
+        .annotations(
+            json!({"keywire.dev/keyvault": "kv-wi", "keywire.dev/objects": "secret/s1",
+            "keywire.dev/token-expiration": "7200"}),
+        )
+        .service_account("wi-app")
+        .build();
     let stored = create_pod(&client, DEMO, &pod, false).await.unwrap();
     let c = &stored["spec"]["containers"][0];
     let injected: Vec<(String, String)> = c["env"]
@@ -302,13 +308,12 @@ async fn workload_identity_from_service_account_and_token_request() {
 #[tokio::test]
 async fn kubectl_receives_the_denial() {
     let (_guard, _client) = setup().await;
-    let pod = format!(
-        r#"{{"apiVersion": "v1", "kind": "Pod",
-        "metadata": {{"name": "bad-expiry", "namespace": "{DEMO}", "labels": {{"keywire.dev/inject": "true"}},
-            "annotations": {{"keywire.dev/secret-provider-class": "x", "keywire.dev/identity": "managed-identity",
-                "keywire.dev/token-expiration": "60"}}}},
-        "spec": {{"serviceAccountName": "probe", "containers": [{{"name": "c", "image": "busybox"}}]}}}}"#
-    );
+    let pod = fixtures::managed_identity_pod("bad-expiry", "probe")
+        .namespace(DEMO)
+        .annotation("keywire.dev/secret-provider-class", "x")
+        .annotation("keywire.dev/token-expiration", "60")
+        .build()
+        .to_string();
     let out = kubectl(&["create", "-f", "-"], Some(&pod));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -321,12 +326,11 @@ async fn kubectl_receives_the_denial() {
 #[tokio::test]
 async fn server_side_dry_run_returns_the_mutated_pod_and_stores_nothing() {
     let (_guard, _client) = setup().await;
-    let pod = format!(
-        r#"{{"apiVersion": "v1", "kind": "Pod",
-        "metadata": {{"name": "dry", "namespace": "{DEMO}", "labels": {{"keywire.dev/inject": "true"}},
-            "annotations": {{"keywire.dev/secret-provider-class": "mine", "keywire.dev/identity": "service-principal"}}}},
-        "spec": {{"serviceAccountName": "probe", "containers": [{{"name": "c", "image": "busybox"}}]}}}}"#
-    );
+    let pod = fixtures::managed_identity_pod("dry", "probe")
+        .namespace(DEMO)
+        .annotation("keywire.dev/identity", "service-principal")
+        .build()
+        .to_string();
     let out = kubectl(
         &["create", "--dry-run=server", "-o", "json", "-f", "-"],
         Some(&pod),
@@ -358,10 +362,7 @@ async fn server_side_dry_run_returns_the_mutated_pod_and_stores_nothing() {
 }
 
 fn labelled_pod(name: &str, sa: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "labels": {"keywire.dev/inject": "true"},
-            "annotations": {"keywire.dev/secret-provider-class": "mine", "keywire.dev/identity": "managed-identity"}},
-        "spec": {"serviceAccountName": sa, "containers": [{"name": "c", "image": "busybox"}]}})
+    fixtures::managed_identity_pod(name, sa).build()
 }
 
 /// Point 6: with the webhook down, only opted-in pods outside kube-system are refused; it then resumes.
@@ -381,8 +382,10 @@ async fn availability_follows_failure_policy_and_recovers() {
         "{message}"
     );
 
-    let plain = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain-while-down"},
-        "spec": {"serviceAccountName": "probe", "containers": [{"name": "c", "image": "busybox"}]}});
+    let plain = fixtures::pod("plain-while-down")
+        .service_account("probe")
+        .containers(vec![fixtures::simple_container("c")])
+        .build();
     let stored = create_pod(&client, DEMO, &plain, false).await.unwrap();
     assert!(
         stored["metadata"]
@@ -504,13 +507,16 @@ async fn azure_workload_identity_drop_in() {
     let client_id = "8a9b0c1d-2e3f-4a5b-9c6d-7e8f9a0b1c2d";
     ensure_service_account(&client, DEMO, "awi", json!({
         "azure.workload.identity/client-id": client_id, "azure.workload.identity/tenant-id": TENANT})).await;
-    let pod = json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "awi", "labels": {"azure.workload.identity/use": "true"},
-            "annotations": {"azure.workload.identity/skip-containers": "sidecar"}},
-        "spec": {"serviceAccountName": "awi",
-            "initContainers": [{"name": "init", "image": "busybox"}],
-            "containers": [{"name": "app", "image": "busybox", "env": [{"name": "AZURE_CLIENT_ID", "value": "own"}]},
-                           {"name": "sidecar", "image": "busybox"}]}});
+    let pod = fixtures::pod("awi")
+        .azure_workload_identity()
+        .annotation("azure.workload.identity/skip-containers", "sidecar")
+        .service_account("awi")
+        .init_containers(vec![fixtures::simple_container("init")])
+        .containers(vec![
+            json!({"name": "app", "image": "busybox", "env": [{"name": "AZURE_CLIENT_ID", "value": "own"}]}),
+            fixtures::simple_container("sidecar"),
+        ])
+        .build();
     let stored = create_pod(&client, DEMO, &pod, false).await.unwrap();
     let wi_env = |client: &str| {
         json!([

@@ -44,8 +44,7 @@ async fn policy_crd_applies_and_its_schema_rejects_invalid_policies() {
         ),
     ];
     for (spec, want) in cases {
-        let policy = json!({"apiVersion": "keywire.dev/v1alpha1", "kind": "KeywirePolicy",
-            "metadata": {"name": "invalid"}, "spec": spec});
+        let policy = keywire::fixtures::policy("invalid", spec);
         let out = kubectl(&["create", "-f", "-"], Some(&policy.to_string()));
         assert!(!out.status.success(), "accepted: {policy}");
         assert!(stderr(&out).contains(want), "{}", stderr(&out));
@@ -73,7 +72,7 @@ async fn policies_judge_pods_and_workloads_as_keywire_mutate_does() {
         .unwrap()
         .metrics_addr
         .clone();
-    let manifests = keywire::manifests::parse_documents(
+    let manifests = keywire::cli::manifests::parse_documents(
         &std::fs::read_to_string(policy_file("workloads.yaml")).unwrap(),
     )
     .unwrap();

@@ -149,6 +149,20 @@ impl Drop for Webhook {
     }
 }
 
+/// A webhook on fresh `keywire certs` material and `tests/data/cluster-state.yaml`: the temp dir
+/// holding the certificates, the CA PEM, and the running server.
+pub fn start_webhook(extra: &[&str]) -> (tempfile::TempDir, String, Webhook) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_certs(dir.path());
+    let hook = Webhook::start(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        &data("cluster-state.yaml"),
+        extra,
+    );
+    (dir, ca, hook)
+}
+
 /// An HTTPS client that trusts only the given CA PEMs.
 pub fn client(ca_pems: &[&str]) -> reqwest::Client {
     let mut b = reqwest::Client::builder()

@@ -1,0 +1,183 @@
+//! `keywire mutate`: the CI dry run. Manifests in, the objects the API server would store out,
+//! every object judged by the same engine and policies as the webhooks, with CI reports.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::cli::{
+    DefaultsArgs, EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, cluster_state, manifests, one_line,
+    read_input, report,
+};
+use crate::core::policy::Policy;
+use crate::core::workload;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct MutateArgs {
+    /// Manifests (multi-document YAML, JSON or List); `-` for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(long)]
+    pub cluster_state: Option<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    pub output: OutputFormat,
+    /// Print a unified diff of each changed object instead of the manifests.
+    #[arg(long)]
+    pub diff: bool,
+    /// Namespace for objects that do not name one.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// KeywirePolicy manifests to judge the objects by. Repeatable; policies in
+    /// `--cluster-state` and in the input count too.
+    #[arg(long = "policy")]
+    pub policies: Vec<PathBuf>,
+    /// Extra reports: `junit=FILE` (JUnit XML), `sarif=FILE` (SARIF 2.1.0, GitHub code scanning)
+    /// or `github` (Actions annotations on stderr). Repeatable.
+    #[arg(long = "report")]
+    pub reports: Vec<String>,
+    /// Exit 1 on Warn and Audit violations too.
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub defaults: DefaultsArgs,
+}
+
+/// Where a `--report` goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    Junit(PathBuf),
+    Sarif(PathBuf),
+    Github,
+}
+
+impl std::str::FromStr for Report {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some(("junit", file)) if !file.is_empty() => Ok(Report::Junit(PathBuf::from(file))),
+            Some(("sarif", file)) if !file.is_empty() => Ok(Report::Sarif(PathBuf::from(file))),
+            None if s == "github" => Ok(Report::Github),
+            _ => Err(format!(
+                "--report {s:?}: expected junit=FILE, sarif=FILE or github"
+            )),
+        }
+    }
+}
+
+pub fn run(args: &MutateArgs) -> i32 {
+    let bad = |e: String| {
+        eprintln!("keywire mutate: {}", one_line(e));
+        EXIT_BAD_INPUT
+    };
+    let reports: Vec<Report> = match args.reports.iter().map(|r| r.parse()).collect() {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    let mut state = match cluster_state::load_or_empty(args.cluster_state.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    for file in &args.policies {
+        let loaded = read_input(Some(file))
+            .and_then(|text| manifests::parse_documents(&text))
+            .and_then(|docs| {
+                let mut n = 0;
+                for doc in docs.iter().filter(|d| Policy::is_policy(d)) {
+                    state.insert_object(doc)?;
+                    n += 1;
+                }
+                if n == 0 {
+                    Err("no KeywirePolicy in the file".to_string())
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = loaded {
+            return bad(format!("--policy {}: {e}", file.display()));
+        }
+    }
+    let mut objects = Vec::new();
+    for file in &args.files {
+        let parsed = read_input(Some(file)).and_then(|text| {
+            manifests::parse_documents(&text).map_err(|e| format!("{}: {e}", file.display()))
+        });
+        match parsed {
+            Ok(docs) => objects.extend(docs.into_iter().map(|d| (file.display().to_string(), d))),
+            Err(e) => return bad(e),
+        }
+    }
+    // ServiceAccounts, Namespaces and policies shipped with the manifests are what the cluster will hold.
+    for (_, o) in &objects {
+        if let Err(e) = state.insert_object_in(o, &args.namespace) {
+            return bad(e);
+        }
+    }
+    let settings = args.defaults.settings();
+    let mutated: Vec<(String, workload::Mutated)> = objects
+        .iter()
+        .map(|(file, o)| {
+            (
+                file.clone(),
+                workload::mutate(o, &args.namespace, &state, &settings),
+            )
+        })
+        .collect();
+    let results = report::results(&mutated);
+
+    for r in &results {
+        for w in &r.warnings {
+            eprintln!("warning: {}: {w}", r.object);
+        }
+        if let Some(reason) = &r.denial {
+            eprintln!("denied: {}: {reason}", r.object);
+        }
+    }
+    eprint!("{}", report::table(&results));
+    for r in &reports {
+        match r {
+            Report::Github => eprint!("{}", report::github(&results)),
+            Report::Junit(file) => {
+                if let Err(e) = std::fs::write(file, report::junit(&results, args.strict)) {
+                    return bad(format!("cannot write {}: {e}", file.display()));
+                }
+            }
+            Report::Sarif(file) => {
+                if let Err(e) = std::fs::write(file, report::sarif(&results)) {
+                    return bad(format!("cannot write {}: {e}", file.display()));
+                }
+            }
+        }
+    }
+
+    let rendered = if args.diff {
+        Ok(mutated
+            .iter()
+            .map(|(_, m)| manifests::diff(m))
+            .collect::<String>())
+    } else {
+        let out: Vec<_> = mutated.iter().map(|(_, m)| m.mutated.clone()).collect();
+        match args.output {
+            OutputFormat::Yaml => manifests::to_yaml(&out),
+            OutputFormat::Json => manifests::to_json(&out, &results),
+        }
+    };
+    match rendered {
+        Ok(text) => {
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        }
+        Err(e) => return bad(format!("cannot render output: {e}")),
+    }
+    if results.iter().any(|r| !r.allowed) || (args.strict && report::has_soft_violations(&results))
+    {
+        EXIT_DENIED
+    } else {
+        EXIT_OK
+    }
+}

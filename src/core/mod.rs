@@ -1,0 +1,14 @@
+//! The pure core: the annotation contract, resolution, JSON Patch, policy and the one decision
+//! function. Synchronous functions over plain data: no tokio, no kube client, no files.
+//!
+//! Layers, lowest first (a module only uses the ones above it):
+//! `annotations` -> `policy` -> `lookup` -> `plan` -> `patch` -> `rules` -> `engine` -> `workload`.
+
+pub mod annotations;
+pub mod engine;
+pub mod lookup;
+pub mod patch;
+pub mod plan;
+pub mod policy;
+pub mod rules;
+pub mod workload;

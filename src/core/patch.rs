@@ -1,0 +1,335 @@
+//! Turning `Wiring` into JSON Patch `add` operations against the raw pod JSON.
+//!
+//! The raw JSON is patched (not a typed Pod) so fields unknown to k8s-openapi survive.
+//! Only `add` is ever emitted; user content is never overwritten.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::core::plan::{ContainerKind, Wiring};
+
+/// One RFC 6902 `add`: the only operation keywire emits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatchOp {
+    op: &'static str,
+    pub path: String,
+    pub value: Value,
+}
+
+impl PatchOp {
+    pub fn add(path: String, value: Value) -> Self {
+        PatchOp {
+            op: "add",
+            path,
+            value,
+        }
+    }
+
+    /// The same operation under a pod template at `prefix` (a JSON pointer).
+    pub fn under(self, prefix: &str) -> Self {
+        PatchOp {
+            path: format!("{prefix}{}", self.path),
+            ..self
+        }
+    }
+}
+
+/// Escapes one JSON-pointer reference token (RFC 6901).
+pub fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// Applies keywire's operations to a JSON document; they are all `add`s, so this cannot lose data.
+pub fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), String> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::to_value(ops).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    json_patch::patch(doc, &patch).map_err(|e| e.to_string())
+}
+
+/// `desired` is contained in `actual`: the API server may have defaulted extra fields.
+fn is_subset(desired: &Value, actual: &Value) -> bool {
+    match (desired, actual) {
+        (Value::Object(d), Value::Object(a)) => d
+            .iter()
+            .all(|(k, v)| a.get(k).is_some_and(|av| is_subset(v, av))),
+        (Value::Array(d), Value::Array(a)) => {
+            d.len() == a.len() && d.iter().zip(a).all(|(x, y)| is_subset(x, y))
+        }
+        _ => desired == actual,
+    }
+}
+
+fn named<'a>(items: Option<&'a Value>, name: &Value) -> Option<&'a Value> {
+    items?
+        .as_array()?
+        .iter()
+        .find(|i| i.get("name") == Some(name))
+}
+
+/// Appends `new` items to the array at `path`, or adds the array whole if it is missing.
+fn append(ops: &mut Vec<PatchOp>, existing: Option<&Value>, path: &str, new: Vec<Value>) {
+    if new.is_empty() {
+        return;
+    }
+    if existing.is_some_and(Value::is_array) {
+        ops.extend(
+            new.into_iter()
+                .map(|v| PatchOp::add(format!("{path}/-"), v)),
+        );
+    } else {
+        ops.push(PatchOp::add(path.to_string(), Value::Array(new)));
+    }
+}
+
+/// Renders the operations that give `pod` its `wiring`, plus warnings; or the reason to deny.
+pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>), String> {
+    let Some(spec) = pod.get("spec").filter(|s| s.is_object()) else {
+        return Err("the pod has no spec object".to_string());
+    };
+    let mut ops = Vec::new();
+    let mut warnings = Vec::new();
+
+    let volumes = spec.get("volumes");
+    let mut new_volumes = Vec::new();
+    for volume in &wiring.volumes {
+        match named(volumes, &volume["name"]) {
+            // CSI attributes override the SecretProviderClass in the driver: they must match exactly.
+            Some(existing)
+                if is_subset(volume, existing)
+                    && (volume.get("csi").is_none()
+                        || existing.get("csi") == volume.get("csi")) => {}
+            Some(_) => {
+                return Err(format!(
+                    "volume name clash: the pod already has a volume named {} that keywire did not inject",
+                    volume["name"]
+                ));
+            }
+            None => new_volumes.push(volume.clone()),
+        }
+    }
+    append(&mut ops, volumes, "/spec/volumes", new_volumes);
+
+    for kind in [ContainerKind::Init, ContainerKind::Regular] {
+        let list = spec.get(kind.field()).and_then(Value::as_array);
+        for wired in wiring.containers.iter().filter(|c| c.kind == kind) {
+            let Some((index, container)) = list.and_then(|cs| {
+                cs.iter()
+                    .enumerate()
+                    .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(&wired.name))
+            }) else {
+                return Err(format!(
+                    "the pod has no {} named {:?}",
+                    kind.field(),
+                    wired.name
+                ));
+            };
+            let base = format!("/spec/{}/{index}", kind.field());
+
+            let mounts = container.get("volumeMounts");
+            let mut new_mounts = Vec::new();
+            for m in &wired.mounts {
+                if let Some(existing) = named(mounts, &m["name"]) {
+                    if is_subset(m, existing) {
+                        continue;
+                    }
+                    return Err(format!(
+                        "volume mount clash: container {:?} already mounts volume {} at {}",
+                        wired.name, m["name"], existing["mountPath"]
+                    ));
+                }
+                let same_path = mounts
+                    .and_then(Value::as_array)
+                    .and_then(|ms| ms.iter().find(|x| x.get("mountPath") == m.get("mountPath")));
+                if let Some(other) = same_path {
+                    return Err(format!(
+                        "mount path clash: container {:?} already mounts volume {} at {}",
+                        wired.name, other["name"], m["mountPath"]
+                    ));
+                }
+                new_mounts.push(m.clone());
+            }
+            append(
+                &mut ops,
+                mounts,
+                &format!("{base}/volumeMounts"),
+                new_mounts,
+            );
+
+            let env = container.get("env");
+            let mut new_env = Vec::new();
+            for e in &wired.env {
+                match named(env, &e["name"]) {
+                    Some(existing) if is_subset(e, existing) => {}
+                    Some(_) => warnings.push(format!(
+                        "container {:?} sets {} itself; keywire's value was not injected",
+                        wired.name,
+                        e["name"].as_str().unwrap_or_default()
+                    )),
+                    None => new_env.push(e.clone()),
+                }
+            }
+            append(&mut ops, env, &format!("{base}/env"), new_env);
+        }
+    }
+
+    let annotations = pod.get("metadata").and_then(|m| m.get("annotations"));
+    let missing: Vec<&(String, String)> = wiring
+        .annotations
+        .iter()
+        .filter(|(k, _)| annotations.and_then(|a| a.get(k)).is_none())
+        .collect();
+    if !missing.is_empty() {
+        if pod.get("metadata").is_none_or(|m| !m.is_object()) {
+            let map: serde_json::Map<String, Value> = missing
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            ops.push(PatchOp::add(
+                "/metadata".to_string(),
+                serde_json::json!({ "annotations": map }),
+            ));
+        } else if annotations.is_some_and(Value::is_object) {
+            for (k, v) in missing {
+                ops.push(PatchOp::add(
+                    format!("/metadata/annotations/{}", escape(k)),
+                    Value::String(v.clone()),
+                ));
+            }
+        } else {
+            let map: serde_json::Map<String, Value> = missing
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            ops.push(PatchOp::add(
+                "/metadata/annotations".to_string(),
+                Value::Object(map),
+            ));
+        }
+    }
+    Ok((ops, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::plan::ContainerWiring;
+    use serde_json::json;
+
+    fn wiring() -> Wiring {
+        Wiring {
+            annotations: vec![("keywire.dev/status".into(), "injected".into())],
+            volumes: vec![json!({"name": "v", "csi": {"driver": "d"}})],
+            containers: vec![ContainerWiring {
+                kind: ContainerKind::Regular,
+                name: "app".into(),
+                mounts: vec![json!({"name": "v", "mountPath": "/m", "readOnly": true})],
+                env: vec![json!({"name": "E", "value": "1"})],
+            }],
+        }
+    }
+
+    #[test]
+    fn missing_arrays_and_maps_are_added_whole() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
+        let (ops, warnings) = render(&pod, &wiring()).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(
+            serde_json::to_value(&ops).unwrap(),
+            json!([
+                {"op": "add", "path": "/spec/volumes", "value": [{"name": "v", "csi": {"driver": "d"}}]},
+                {"op": "add", "path": "/spec/containers/0/volumeMounts", "value": [{"name": "v", "mountPath": "/m", "readOnly": true}]},
+                {"op": "add", "path": "/spec/containers/0/env", "value": [{"name": "E", "value": "1"}]},
+                {"op": "add", "path": "/metadata/annotations", "value": {"keywire.dev/status": "injected"}},
+            ])
+        );
+    }
+
+    #[test]
+    fn existing_arrays_are_appended_and_keys_escaped() {
+        let pod = json!({
+            "metadata": {"annotations": {"a": "b"}},
+            "spec": {"volumes": [{"name": "x"}], "containers": [{"name": "app", "env": [], "volumeMounts": []}]}
+        });
+        let (ops, _) = render(&pod, &wiring()).unwrap();
+        let paths: Vec<&str> = ops.iter().map(|o| o.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "/spec/volumes/-",
+                "/spec/containers/0/volumeMounts/-",
+                "/spec/containers/0/env/-",
+                "/metadata/annotations/keywire.dev~1status"
+            ]
+        );
+    }
+
+    #[test]
+    fn user_env_wins_with_a_warning() {
+        let pod = json!({"spec": {"containers": [{"name": "app", "env": [{"name": "E", "value": "mine"}]}]}});
+        let (ops, warnings) = render(&pod, &wiring()).unwrap();
+        assert!(
+            ops.iter()
+                .all(|o| !o.path.ends_with("/env") && !o.path.ends_with("/env/-"))
+        );
+        assert_eq!(
+            warnings,
+            vec![r#"container "app" sets E itself; keywire's value was not injected"#.to_string()]
+        );
+    }
+
+    #[test]
+    fn clashes_are_denied_with_the_clash_named() {
+        let pod = json!({"spec": {"volumes": [{"name": "v", "emptyDir": {}}], "containers": [{"name": "app"}]}});
+        assert_eq!(
+            render(&pod, &wiring()).unwrap_err(),
+            r#"volume name clash: the pod already has a volume named "v" that keywire did not inject"#
+        );
+        let pod = json!({"spec": {"containers": [{"name": "app", "volumeMounts": [{"name": "data", "mountPath": "/m"}]}]}});
+        assert_eq!(
+            render(&pod, &wiring()).unwrap_err(),
+            r#"mount path clash: container "app" already mounts volume "data" at "/m""#
+        );
+    }
+
+    #[test]
+    fn a_csi_volume_with_extra_attributes_is_not_keywires() {
+        let pod = json!({"spec": {
+            "volumes": [{"name": "v", "csi": {"driver": "d", "volumeAttributes": {"clientID": "x"}}}],
+            "containers": [{"name": "app"}]}});
+        assert_eq!(
+            render(&pod, &wiring()).unwrap_err(),
+            r#"volume name clash: the pod already has a volume named "v" that keywire did not inject"#
+        );
+    }
+
+    #[test]
+    fn defaulted_fields_still_count_as_injected() {
+        let pod = json!({
+            "metadata": {"annotations": {"keywire.dev/status": "injected"}},
+            "spec": {
+                "volumes": [{"name": "v", "csi": {"driver": "d"}}],
+                "containers": [{"name": "app", "terminationMessagePath": "/dev/termination-log",
+                    "volumeMounts": [{"name": "v", "mountPath": "/m", "readOnly": true, "mountPropagation": "None"}],
+                    "env": [{"name": "E", "value": "1"}]}]
+            }
+        });
+        let (ops, warnings) = render(&pod, &wiring()).unwrap();
+        assert!(
+            ops.is_empty() && warnings.is_empty(),
+            "{ops:?} {warnings:?}"
+        );
+    }
+
+    #[test]
+    fn apply_runs_the_operations() {
+        let mut pod = json!({"spec": {"containers": [{"name": "app"}]}});
+        let (ops, _) = render(&pod, &wiring()).unwrap();
+        apply(&mut pod, &ops).unwrap();
+        assert_eq!(
+            pod["metadata"]["annotations"]["keywire.dev/status"],
+            "injected"
+        );
+        assert_eq!(pod["spec"]["containers"][0]["env"][0]["name"], "E");
+    }
+}

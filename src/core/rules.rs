@@ -1,0 +1,279 @@
+//! The policy rules: every selecting `KeywirePolicy` judged against the pod keywire would store,
+//! as pure functions that return `Violation`s.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::core::annotations::{self, IdentityMode};
+use crate::core::plan::{self, AzurePlan, Identity, Plan, PodView};
+use crate::core::policy::{Enforcement, Policy, glob};
+
+/// One broken rule: which policy, which rule, which field, and how it is enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub policy: String,
+    pub rule: &'static str,
+    /// Path of the offending field, relative to the pod (templates prefix it).
+    pub field: String,
+    pub enforcement: Enforcement,
+    pub message: String,
+}
+
+impl Violation {
+    pub fn under(mut self, prefix: &str) -> Self {
+        if !prefix.is_empty() {
+            self.field = format!("{prefix}.{}", self.field);
+        }
+        self
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "KeywirePolicy {} rule {} ({}): {}",
+            self.policy, self.rule, self.field, self.message
+        )
+    }
+}
+
+fn annotation(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
+
+/// What a pod asks for and will get: the input of the rules.
+pub struct Subject<'a> {
+    pub view: &'a PodView,
+    /// The pod as it will be stored (after keywire's patch).
+    pub pod: &'a Value,
+    pub plan: Option<&'a Plan>,
+    pub azure: Option<&'a AzurePlan>,
+}
+
+impl Subject<'_> {
+    fn identity(&self) -> Option<IdentityMode> {
+        match (self.plan, self.azure) {
+            (Some(p), _) => Some(p.identity.mode()),
+            (None, Some(_)) => Some(IdentityMode::Workload),
+            _ => None,
+        }
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        if let Some(p) = self.plan {
+            if let Identity::Workload { tenant_id, .. } = &p.identity {
+                return Some(tenant_id);
+            }
+            return p.inline.as_ref().map(|i| i.tenant_id.as_str());
+        }
+        self.azure.and_then(|a| a.tenant_id.as_deref())
+    }
+
+    fn token_expiration(&self) -> Option<i64> {
+        match (self.plan, self.azure) {
+            (
+                Some(Plan {
+                    identity:
+                        Identity::Workload {
+                            token_expiration, ..
+                        },
+                    ..
+                }),
+                _,
+            ) => Some(*token_expiration),
+            (_, Some(a)) => Some(a.token_expiration),
+            _ => None,
+        }
+    }
+}
+
+/// Evaluates every rule of every selecting policy.
+pub fn evaluate(selecting: &[&Policy], subject: &Subject<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for policy in selecting {
+        evaluate_one(policy, subject, &mut out);
+    }
+    out
+}
+
+fn evaluate_one(policy: &Policy, s: &Subject<'_>, out: &mut Vec<Violation>) {
+    let spec = &policy.spec;
+    let mut push =
+        |rule: &'static str, enforcement: Option<Enforcement>, field: String, message: String| {
+            out.push(Violation {
+                policy: policy.name.clone(),
+                rule,
+                field,
+                enforcement: enforcement.unwrap_or(spec.enforcement),
+                message,
+            })
+        };
+
+    if let Some(rule) = &spec.require_injection
+        && rule.enabled
+        && !annotations::is_opted_in(&s.view.labels)
+    {
+        push(
+            "requireInjection",
+            rule.enforcement,
+            format!("metadata.labels[{}]", annotations::INJECT_LABEL),
+            format!(
+                "pods in this namespace must be labelled {}=true",
+                annotations::INJECT_LABEL
+            ),
+        );
+    }
+
+    if let (Some(rule), Some(mode)) = (&spec.identity, s.identity())
+        && !rule.allowed.iter().any(|a| a == mode.as_str())
+    {
+        push(
+            "identity",
+            rule.enforcement,
+            annotation(annotations::IDENTITY),
+            format!(
+                "identity {mode} is not allowed; allowed: {}",
+                rule.allowed.join(", ")
+            ),
+        );
+    }
+
+    if let (Some(rule), Some(inline)) = (&spec.key_vaults, s.plan.and_then(|p| p.inline.as_ref()))
+        && !rule.allowed.iter().any(|g| glob(g, &inline.keyvault))
+    {
+        push(
+            "keyVaults",
+            rule.enforcement,
+            annotation(annotations::KEYVAULT),
+            format!(
+                "key vault {} is not allowed; allowed: {}",
+                inline.keyvault,
+                rule.allowed.join(", ")
+            ),
+        );
+    }
+
+    if let (Some(rule), Some(tenant)) = (&spec.tenants, s.tenant())
+        && !rule.allowed.iter().any(|g| glob(g, tenant))
+    {
+        push(
+            "tenants",
+            rule.enforcement,
+            annotation(annotations::TENANT_ID),
+            format!(
+                "tenant {tenant} is not allowed; allowed: {}",
+                rule.allowed.join(", ")
+            ),
+        );
+    }
+
+    if let (Some(rule), Some(plan)) = (&spec.secret_provider_classes, s.plan) {
+        match &plan.inline {
+            None if !rule.allowed.iter().any(|g| glob(g, &plan.class_name)) => push(
+                "secretProviderClasses",
+                rule.enforcement,
+                annotation(annotations::SECRET_PROVIDER_CLASS),
+                format!(
+                    "SecretProviderClass {} is not allowed; allowed: {}",
+                    plan.class_name,
+                    if rule.allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        rule.allowed.join(", ")
+                    }
+                ),
+            ),
+            Some(_) if rule.allow_inline == Some(false) => push(
+                "secretProviderClasses",
+                rule.enforcement,
+                annotation(annotations::KEYVAULT),
+                format!(
+                    "inline Key Vault configs are not allowed; use {} with an approved class",
+                    annotations::SECRET_PROVIDER_CLASS
+                ),
+            ),
+            _ => {}
+        }
+    }
+
+    if let (Some(rule), Some(seconds)) = (&spec.token_expiration, s.token_expiration()) {
+        let (min, max) = (
+            rule.min.unwrap_or(annotations::MIN_TOKEN_EXPIRATION),
+            rule.max.unwrap_or(annotations::MAX_TOKEN_EXPIRATION),
+        );
+        if !(min..=max).contains(&seconds) {
+            push(
+                "tokenExpiration",
+                rule.enforcement,
+                annotation(annotations::TOKEN_EXPIRATION),
+                format!("token expiration {seconds}s is outside {min}..{max}s"),
+            );
+        }
+    }
+
+    if let Some(rule) = &spec.forbid_unmanaged_secret_store_volumes
+        && rule.enabled
+    {
+        let service_principal_allowed = spec.identity.as_ref().is_none_or(|r| {
+            r.allowed
+                .iter()
+                .any(|a| a == IdentityMode::ServicePrincipal.as_str())
+        });
+        let volumes = s.pod.pointer("/spec/volumes").and_then(Value::as_array);
+        for (i, v) in volumes.into_iter().flatten().enumerate() {
+            let Some(csi) = v
+                .get("csi")
+                .filter(|c| c.get("driver").and_then(Value::as_str) == Some(plan::CSI_DRIVER))
+            else {
+                continue;
+            };
+            let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+            if name != plan::CSI_VOLUME {
+                push(
+                    "forbidUnmanagedSecretStoreVolumes",
+                    rule.enforcement,
+                    format!("spec.volumes[{i}]"),
+                    format!(
+                        "volume {name} uses {} directly; use keywire annotations instead",
+                        plan::CSI_DRIVER
+                    ),
+                );
+                continue;
+            }
+            let extra: Vec<&String> = csi
+                .get("volumeAttributes")
+                .and_then(Value::as_object)
+                .map(|m| m.keys().filter(|k| *k != "secretProviderClass").collect())
+                .unwrap_or_default();
+            if !extra.is_empty() {
+                push(
+                    "forbidUnmanagedSecretStoreVolumes",
+                    rule.enforcement,
+                    format!("spec.volumes[{i}].csi.volumeAttributes"),
+                    format!(
+                        "volumeAttributes {} override the SecretProviderClass; only secretProviderClass is allowed",
+                        extra
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+            if csi.get("nodePublishSecretRef").is_some() && !service_principal_allowed {
+                push(
+                    "forbidUnmanagedSecretStoreVolumes",
+                    rule.enforcement,
+                    format!("spec.volumes[{i}].csi.nodePublishSecretRef"),
+                    "nodePublishSecretRef is not allowed: the policy does not allow service-principal".to_string(),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

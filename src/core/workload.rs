@@ -1,0 +1,165 @@
+//! Pods inside workloads: where each kind keeps its pod template, and running one object through
+//! `engine::decide_at` with the patch moved under that template.
+
+use serde_json::Value;
+
+use crate::core::engine::{self, Decision, Outcome};
+use crate::core::lookup::Lookups;
+use crate::core::patch;
+use crate::core::plan::Settings;
+
+/// Where the pod (template) sits inside an object of this kind, as a JSON pointer.
+pub fn pod_pointer(object: &Value) -> Option<&'static str> {
+    let api = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match (api, kind) {
+        ("v1", "Pod") => Some(""),
+        ("v1", "PodTemplate") => Some("/template"),
+        ("v1", "ReplicationController") => Some("/spec/template"),
+        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => {
+            Some("/spec/template")
+        }
+        ("batch/v1", "Job") => Some("/spec/template"),
+        ("batch/v1", "CronJob") => Some("/spec/jobTemplate/spec/template"),
+        _ => None,
+    }
+}
+
+/// One manifest after `keywire mutate`.
+#[derive(Debug)]
+pub struct Mutated {
+    pub original: Value,
+    pub mutated: Value,
+    /// `None` for objects that carry no pod template.
+    pub decision: Option<Decision>,
+}
+
+impl Mutated {
+    pub fn reference(&self) -> String {
+        let kind = self
+            .original
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        let meta = self.original.get("metadata");
+        let name = meta
+            .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        match meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+        {
+            Some(ns) => format!("{kind}/{name} (namespace {ns})"),
+            None => format!("{kind}/{name}"),
+        }
+    }
+}
+
+/// Runs one object through the engine, as the webhook would run the pods it creates.
+pub fn mutate(
+    object: &Value,
+    default_namespace: &str,
+    lookups: &dyn Lookups,
+    settings: &Settings,
+) -> Mutated {
+    let Some(pointer) = pod_pointer(object) else {
+        return Mutated {
+            original: object.clone(),
+            mutated: object.clone(),
+            decision: None,
+        };
+    };
+    let namespace = object
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or(default_namespace);
+    let pod = object.pointer(pointer).cloned().unwrap_or(Value::Null);
+    let field_prefix = pointer.trim_start_matches('/').replace('/', ".");
+    let mut decision = engine::decide_at(&pod, &field_prefix, namespace, lookups, settings);
+    let mut mutated = object.clone();
+    if let Outcome::Patch(ops) = &decision.outcome {
+        let ops: Vec<_> = ops.iter().cloned().map(|op| op.under(pointer)).collect();
+        if let Err(e) = patch::apply(&mut mutated, &ops) {
+            // keywire only emits adds against paths it just read, so this is a bug, not bad input.
+            decision.outcome = Outcome::Denied(format!("internal error applying patch: {e}"));
+            mutated = object.clone();
+        }
+    }
+    Mutated {
+        original: object.clone(),
+        mutated,
+        decision: Some(decision),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::lookup::ClusterState;
+    use serde_json::json;
+
+    #[test]
+    fn every_workload_kind_has_its_template_found() {
+        let cases = [
+            ("v1", "Pod", Some("")),
+            ("apps/v1", "Deployment", Some("/spec/template")),
+            ("apps/v1", "StatefulSet", Some("/spec/template")),
+            ("apps/v1", "DaemonSet", Some("/spec/template")),
+            ("apps/v1", "ReplicaSet", Some("/spec/template")),
+            ("batch/v1", "Job", Some("/spec/template")),
+            (
+                "batch/v1",
+                "CronJob",
+                Some("/spec/jobTemplate/spec/template"),
+            ),
+            ("v1", "ConfigMap", None),
+        ];
+        for (api, kind, want) in cases {
+            assert_eq!(
+                pod_pointer(&json!({"apiVersion": api, "kind": kind})),
+                want,
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn cronjob_template_is_patched_in_place() {
+        let cronjob = json!({
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c", "namespace": "jobs"},
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {
+                "metadata": {"labels": {"keywire.dev/inject": "true"}, "annotations": {
+                    "keywire.dev/secret-provider-class": "spc", "keywire.dev/identity": "managed-identity"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "job"}]}}}}}
+        });
+        let m = mutate(
+            &cronjob,
+            "default",
+            &ClusterState::new(),
+            &Settings::default(),
+        );
+        assert_eq!(m.decision.as_ref().unwrap().outcome_label(), "patched");
+        let tpl = &m.mutated["spec"]["jobTemplate"]["spec"]["template"];
+        assert_eq!(
+            tpl["spec"]["volumes"][0]["csi"]["volumeAttributes"]["secretProviderClass"],
+            "spc"
+        );
+        assert_eq!(
+            tpl["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+            "/mnt/secrets-store"
+        );
+        assert_eq!(
+            tpl["metadata"]["annotations"]["keywire.dev/status"],
+            "injected"
+        );
+        assert_eq!(m.mutated["spec"]["schedule"], "* * * * *");
+    }
+}

@@ -1,0 +1,416 @@
+//! AdmissionReview v1 in, AdmissionReview v1 out: the envelope around `engine::decide`.
+//!
+//! Own serde types instead of kube's: kube-rs 5 serialises `patch` as a number array
+//! (kube-rs #1781); the API documents a base64 string.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::core::engine::{self, Decision, Outcome};
+use crate::core::lookup::Lookups;
+use crate::core::plan::Settings;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is not an AdmissionReview: {0}")]
+    NotReview(String),
+    #[error("unsupported AdmissionReview apiVersion {0:?}; expected admission.k8s.io/v1")]
+    Version(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    pub uid: String,
+    #[serde(default)]
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default)]
+    pub object: Option<Value>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<AdmissionRequest>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    code: u16,
+    message: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut {
+    uid: String,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut,
+}
+
+/// A parsed request and what was decided, for the caller's logs and metrics.
+#[derive(Debug)]
+pub struct Reviewed {
+    pub request: AdmissionRequest,
+    pub decision: Decision,
+    /// The AdmissionReview response, serialised.
+    pub body: Vec<u8>,
+}
+
+pub fn parse(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
+    let review: ReviewIn =
+        serde_json::from_value(value).map_err(|e| ReviewError::NotReview(e.to_string()))?;
+    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
+        return Err(ReviewError::Version(format!(
+            "{}/{}",
+            review.api_version, review.kind
+        )));
+    }
+    review.request.ok_or(ReviewError::NoRequest)
+}
+
+/// Workload kinds whose pod templates the validating webhook judges.
+fn is_workload(kind: &GroupVersionKind) -> bool {
+    matches!(
+        (kind.group.as_str(), kind.kind.as_str()),
+        (
+            "apps",
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+        ) | ("batch", "Job" | "CronJob")
+            | ("", "ReplicationController")
+    )
+}
+
+/// The validating webhook's verdict: the same engine and policies, never a patch.
+/// Pods (CREATE, and the ephemeralcontainers subresource) and workload templates (CREATE/UPDATE).
+pub fn validate(
+    request: &AdmissionRequest,
+    lookups: &dyn Lookups,
+    settings: &Settings,
+) -> Decision {
+    let namespace = request.namespace.as_deref().unwrap_or("default");
+    let sub = request.sub_resource.as_deref().unwrap_or_default();
+    let pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
+    let mut decision = match &request.object {
+        Some(object) if pod && request.operation == "CREATE" && sub.is_empty() => {
+            engine::decide(object, namespace, lookups, settings)
+        }
+        Some(object) if pod && request.operation == "UPDATE" && sub == "ephemeralcontainers" => {
+            engine::decide(object, namespace, lookups, settings)
+        }
+        Some(object)
+            if is_workload(&request.kind)
+                && matches!(request.operation.as_str(), "CREATE" | "UPDATE")
+                && sub.is_empty() =>
+        {
+            let mut object = object.clone();
+            // The request's GVK is authoritative; the object may omit apiVersion/kind.
+            if object.get("apiVersion").is_none() {
+                let group = &request.kind.group;
+                object["apiVersion"] = Value::String(if group.is_empty() {
+                    request.kind.version.clone()
+                } else {
+                    format!("{group}/{}", request.kind.version)
+                });
+                object["kind"] = Value::String(request.kind.kind.clone());
+            }
+            crate::core::workload::mutate(&object, namespace, lookups, settings)
+                .decision
+                .unwrap_or_else(unchanged)
+        }
+        _ => unchanged(),
+    };
+    if let Outcome::Patch(_) = decision.outcome {
+        decision.outcome = Outcome::Unchanged;
+    }
+    decision
+}
+
+fn unchanged() -> Decision {
+    Decision {
+        outcome: Outcome::Unchanged,
+        warnings: Vec::new(),
+        violations: Vec::new(),
+    }
+}
+
+/// Only pod CREATE is mutated; everything else is allowed untouched.
+fn in_scope(request: &AdmissionRequest) -> bool {
+    request.kind.group.is_empty()
+        && request.kind.kind == "Pod"
+        && request.operation == "CREATE"
+        && request
+            .sub_resource
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+}
+
+pub fn decide(request: &AdmissionRequest, lookups: &dyn Lookups, settings: &Settings) -> Decision {
+    match (&request.object, in_scope(request)) {
+        (Some(pod), true) => engine::decide(
+            pod,
+            request.namespace.as_deref().unwrap_or("default"),
+            lookups,
+            settings,
+        ),
+        _ => unchanged(),
+    }
+}
+
+pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
+    let (allowed, status, patch) = match &decision.outcome {
+        Outcome::Unchanged => (true, None, None),
+        Outcome::Patch(ops) => {
+            let json = serde_json::to_vec(ops).unwrap_or_default();
+            (
+                true,
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(json)),
+            )
+        }
+        Outcome::Denied(message) => (
+            false,
+            Some(Status {
+                code: 403,
+                message: message.clone(),
+                reason: "Forbidden",
+            }),
+            None,
+        ),
+    };
+    let out = ReviewOut {
+        api_version: API_VERSION,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid: uid.to_string(),
+            allowed,
+            status,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: decision.warnings.clone(),
+            audit_annotations: decision.audit_annotations(),
+        },
+    };
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
+/// Which webhook a review is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    pub fn decide(
+        self,
+        request: &AdmissionRequest,
+        lookups: &dyn Lookups,
+        settings: &Settings,
+    ) -> Decision {
+        match self {
+            Endpoint::Mutate => decide(request, lookups, settings),
+            Endpoint::Validate => validate(request, lookups, settings),
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+/// The whole front door: bytes in, bytes out. The webhook and `keywire review` both call this.
+pub fn review(
+    body: &[u8],
+    endpoint: Endpoint,
+    lookups: &dyn Lookups,
+    settings: &Settings,
+) -> Result<Reviewed, ReviewError> {
+    let request = parse(body)?;
+    let decision = endpoint.decide(&request, lookups, settings);
+    let body = respond(&request.uid, &decision);
+    Ok(Reviewed {
+        request,
+        decision,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::lookup::ClusterState;
+    use serde_json::json;
+
+    fn review_of(request: Value) -> Vec<u8> {
+        serde_json::to_vec(
+            &json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}),
+        )
+        .unwrap()
+    }
+
+    fn pod() -> Value {
+        json!({
+            "metadata": {"labels": {"keywire.dev/inject": "true"},
+                "annotations": {"keywire.dev/secret-provider-class": "mine", "keywire.dev/identity": "service-principal"}},
+            "spec": {"containers": [{"name": "app"}]}
+        })
+    }
+
+    #[test]
+    fn patch_is_a_base64_string_with_patch_type() {
+        let body = review_of(
+            json!({"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE", "namespace": "ns", "object": pod()}),
+        );
+        let out = review(
+            &body,
+            Endpoint::Mutate,
+            &ClusterState::new(),
+            &Settings::default(),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["apiVersion"], API_VERSION);
+        assert_eq!(v["response"]["uid"], "u1");
+        assert_eq!(v["response"]["allowed"], true);
+        assert_eq!(v["response"]["patchType"], "JSONPatch");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(v["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let ops: Value = serde_json::from_slice(&decoded).unwrap();
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["path"], "/spec/volumes");
+    }
+
+    #[test]
+    fn out_of_scope_requests_are_allowed_untouched() {
+        for (kind, op, sub) in [
+            ("Pod", "UPDATE", None),
+            ("Pod", "CREATE", Some("ephemeralcontainers")),
+            ("Deployment", "CREATE", None),
+        ] {
+            let body = review_of(
+                json!({"uid": "u", "kind": {"group": "", "version": "v1", "kind": kind},
+                "operation": op, "subResource": sub, "namespace": "ns", "object": pod()}),
+            );
+            let out = review(
+                &body,
+                Endpoint::Mutate,
+                &ClusterState::new(),
+                &Settings::default(),
+            )
+            .unwrap();
+            let v: Value = serde_json::from_slice(&out.body).unwrap();
+            assert_eq!(
+                v,
+                json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": {"uid": "u", "allowed": true}}),
+                "{kind} {op} {sub:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_response() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"not json", "body is not JSON"),
+            (br#"{"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "x"}}"#, "unsupported AdmissionReview apiVersion"),
+            (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#, "AdmissionReview has no request"),
+            (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": 5}}"#, "body is not an AdmissionReview"),
+        ];
+        for (body, want) in cases {
+            let err = review(
+                body,
+                Endpoint::Mutate,
+                &ClusterState::new(),
+                &Settings::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().starts_with(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn denial_carries_the_message() {
+        let mut p = pod();
+        p["metadata"]["annotations"]["keywire.dev/identity"] = json!("magic");
+        let body = review_of(
+            json!({"uid": "u2", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE", "namespace": "ns", "object": p}),
+        );
+        let out = review(
+            &body,
+            Endpoint::Mutate,
+            &ClusterState::new(),
+            &Settings::default(),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(v["response"]["allowed"], false);
+        assert_eq!(v["response"]["status"]["code"], 403);
+        assert_eq!(
+            v["response"]["status"]["message"],
+            r#"annotation keywire.dev/identity="magic" is invalid: one of workload, service-principal, managed-identity, pod-identity"#
+        );
+        assert!(v["response"].get("patch").is_none());
+    }
+}

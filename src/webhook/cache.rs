@@ -1,0 +1,228 @@
+//! `Lookups` backed by the API server: metadata-only watch caches of ServiceAccounts and
+//! Namespaces (stripped to name, namespace, labels/annotations), with a direct GET on a miss.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::core::lookup::{Lookups, NamespaceInfo, ServiceAccountInfo};
+use crate::core::policy::{self, Policy};
+
+/// Direct-GET answers are kept this long, so a burst of pods for a new ServiceAccount costs one GET.
+const MISS_TTL: Duration = Duration::from_secs(30);
+const MISS_CAPACITY: usize = 4096;
+
+type Misses = HashMap<(String, String), (Instant, Option<ServiceAccountInfo>)>;
+
+#[derive(Clone)]
+pub struct KubeLookups {
+    client: kube::Client,
+    service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    policy_store: Option<Store<DynamicObject>>,
+    policies: Arc<ArcSwap<Vec<Policy>>>,
+    misses: Arc<Mutex<Misses>>,
+}
+
+fn strip<K>(meta: &mut PartialObjectMeta<K>, keep_labels: bool) {
+    let m = &mut meta.metadata;
+    m.managed_fields = None;
+    m.owner_references = None;
+    m.finalizers = None;
+    if !keep_labels {
+        m.labels = None;
+    }
+    if keep_labels {
+        m.annotations = None;
+    }
+}
+
+fn sa_info(meta: &PartialObjectMeta<ServiceAccount>) -> ServiceAccountInfo {
+    ServiceAccountInfo {
+        namespace: meta.metadata.namespace.clone().unwrap_or_default(),
+        name: meta.metadata.name.clone().unwrap_or_default(),
+        annotations: meta.metadata.annotations.clone().unwrap_or_default(),
+    }
+}
+
+impl KubeLookups {
+    /// Starts the watches; they run until the process exits. Await `ready` before serving.
+    /// With `watch_policies`, KeywirePolicies are watched too (their CRD must be installed).
+    pub fn start(client: kube::Client, watch_policies: bool) -> Self {
+        let (sa_store, sa_writer) = reflector::store();
+        let sa_stream = watcher::watcher(
+            Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|m| strip(m, false))
+        .reflect(sa_writer)
+        .applied_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(sa_stream);
+            while let Some(event) = sa_stream.next().await {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "ServiceAccount watch error; retrying");
+                }
+            }
+        });
+
+        let (ns_store, ns_writer) = reflector::store();
+        let ns_stream = watcher::watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|m| strip(m, true))
+        .reflect(ns_writer)
+        .applied_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(ns_stream);
+            while let Some(event) = ns_stream.next().await {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "Namespace watch error; retrying");
+                }
+            }
+        });
+
+        let policies = Arc::new(ArcSwap::from_pointee(Vec::new()));
+        let policy_store = watch_policies.then(|| {
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("keywire.dev", "v1alpha1", policy::KIND),
+                "keywirepolicies",
+            );
+            let writer = reflector::store::Writer::new(ar.clone());
+            let store = writer.as_reader();
+            let stream = watcher::watcher(
+                Api::<DynamicObject>::all_with(client.clone(), &ar),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(writer);
+            let (reader, target) = (store.clone(), policies.clone());
+            tokio::spawn(async move {
+                futures::pin_mut!(stream);
+                while let Some(event) = stream.next().await {
+                    if let Err(e) = event {
+                        tracing::warn!(error = %e, "KeywirePolicy watch error; retrying");
+                        continue;
+                    }
+                    // Rebuilt whole on every change: policies are few and change rarely.
+                    let parsed: Vec<Policy> = reader
+                        .state()
+                        .iter()
+                        .filter_map(|o| {
+                            let value = serde_json::to_value(o.as_ref()).ok()?;
+                            Policy::from_object(&value)
+                                .map_err(|e| tracing::warn!(error = %e, "ignoring a KeywirePolicy"))
+                                .ok()
+                        })
+                        .collect();
+                    target.store(Arc::new(parsed));
+                }
+            });
+            store
+        });
+
+        KubeLookups {
+            client,
+            service_accounts: sa_store,
+            namespaces: ns_store,
+            policy_store,
+            policies,
+            misses: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Resolves once both caches hold a full initial list.
+    pub async fn ready(&self) -> bool {
+        let policies_ready = match &self.policy_store {
+            Some(store) => store.wait_until_ready().await.is_ok(),
+            None => true,
+        };
+        self.service_accounts.wait_until_ready().await.is_ok()
+            && self.namespaces.wait_until_ready().await.is_ok()
+            && policies_ready
+    }
+
+    fn cached(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo> {
+        self.service_accounts
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|m| sa_info(&m))
+    }
+
+    /// Makes sure a ServiceAccount the cache has not seen yet (created a moment ago) is answered:
+    /// one direct GET, remembered briefly.
+    pub async fn prefetch_service_account(&self, namespace: &str, name: &str) -> bool {
+        if self.cached(namespace, name).is_some() {
+            return false;
+        }
+        let key = (namespace.to_string(), name.to_string());
+        if let Ok(misses) = self.misses.lock()
+            && let Some((at, _)) = misses.get(&key)
+            && at.elapsed() < MISS_TTL
+        {
+            return false;
+        }
+        let api =
+            Api::<PartialObjectMeta<ServiceAccount>>::namespaced(self.client.clone(), namespace);
+        let found = match api.get_opt(name).await {
+            Ok(found) => found.map(|m| sa_info(&m)),
+            Err(e) => {
+                tracing::warn!(namespace, name, error = %e, "ServiceAccount GET failed");
+                None
+            }
+        };
+        if let Ok(mut misses) = self.misses.lock() {
+            if misses.len() >= MISS_CAPACITY {
+                misses.retain(|_, (at, _)| at.elapsed() < MISS_TTL);
+            }
+            if misses.len() < MISS_CAPACITY {
+                misses.insert(key, (Instant::now(), found));
+            }
+        }
+        true
+    }
+}
+
+impl KubeLookups {
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+}
+
+impl Lookups for KubeLookups {
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo> {
+        self.cached(namespace, name).or_else(|| {
+            let misses = self.misses.lock().ok()?;
+            let (at, found) = misses.get(&(namespace.to_string(), name.to_string()))?;
+            if at.elapsed() < MISS_TTL {
+                found.clone()
+            } else {
+                None
+            }
+        })
+    }
+
+    fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+        self.namespaces
+            .get(&ObjectRef::new(name))
+            .map(|m| NamespaceInfo {
+                name: m.metadata.name.clone().unwrap_or_default(),
+                labels: m.metadata.labels.clone().unwrap_or_default(),
+            })
+    }
+
+    fn policies(&self) -> Arc<Vec<Policy>> {
+        self.policies.load_full()
+    }
+}

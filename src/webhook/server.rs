@@ -1,0 +1,426 @@
+//! `keywire webhook`: the HTTPS admission endpoint and the plain-HTTP health/metrics listener.
+//! Handlers only parse, time and log; every decision is `admission::decide`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::core::annotations;
+use crate::core::lookup::{ClusterState, Lookups, NamespaceInfo, ServiceAccountInfo};
+use crate::core::plan::{PodView, Settings};
+use crate::core::policy::{Enforcement, Policy};
+use crate::webhook::admission;
+use crate::webhook::cache::KubeLookups;
+use crate::webhook::metrics::Metrics;
+use crate::webhook::tls::CertReloader;
+
+/// Everything `keywire webhook` is started with.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub listen: SocketAddr,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    pub metrics_listen: SocketAddr,
+    /// Lookups from these objects instead of the API server's watch caches (`--cluster-state`).
+    pub cluster_state: Option<ClusterState>,
+    pub settings: Settings,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub cert_reload_interval: Duration,
+    /// Watch KeywirePolicies (their CRD must be installed).
+    pub watch_policies: bool,
+}
+
+/// Where lookups come from: a file, or the API server's watch caches.
+#[derive(Clone)]
+pub enum Backend {
+    File(Arc<ClusterState>),
+    Kube(KubeLookups),
+}
+
+impl Lookups for Backend {
+    fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo> {
+        match self {
+            Backend::File(s) => s.service_account(namespace, name),
+            Backend::Kube(k) => k.service_account(namespace, name),
+        }
+    }
+
+    fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+        match self {
+            Backend::File(s) => s.namespace(name),
+            Backend::Kube(k) => k.namespace(name),
+        }
+    }
+
+    fn policies(&self) -> Arc<Vec<Policy>> {
+        match self {
+            Backend::File(s) => s.policies(),
+            Backend::Kube(k) => k.policies(),
+        }
+    }
+}
+
+pub struct AppState {
+    pub backend: Backend,
+    /// Records Events for `Audit` policy violations (API-server backend only).
+    pub recorder: Option<kube::runtime::events::Recorder>,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Time a client may take to send the body once the headers are in.
+    pub body_timeout: Duration,
+}
+
+/// Oversize bodies are read and discarded up to this many times the limit, so an HTTP/1.1
+/// client still sending receives its 413 instead of a connection reset.
+const DRAIN_FACTOR: usize = 8;
+
+/// Reads the body up to the limit; beyond it, drains (bounded) and answers 413.
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
+    use futures::StreamExt;
+    let limit = state.max_body_bytes;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| bad_request(format!("cannot read the body: {e}")))?;
+            total += chunk.len();
+            if total <= limit {
+                buf.extend_from_slice(&chunk);
+            } else if total > limit.saturating_mul(DRAIN_FACTOR) {
+                break;
+            }
+        }
+        if total > limit {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("request body is larger than {limit} bytes\n"),
+            )
+                .into_response());
+        }
+        Ok(Bytes::from(buf))
+    };
+    match tokio::time::timeout(state.body_timeout, read).await {
+        Ok(result) => result,
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time\n",
+        )
+            .into_response()),
+    }
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    handle(state, admission::Endpoint::Mutate, body).await
+}
+
+async fn validate(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    handle(state, admission::Endpoint::Validate, body).await
+}
+
+async fn handle(state: Arc<AppState>, endpoint: admission::Endpoint, body: Body) -> Response {
+    let mut timer = state.metrics.timer(endpoint.label());
+    let body = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(response) => {
+            tracing::info!(status = %response.status(), "rejected a request body");
+            return response;
+        }
+    };
+    let request = match admission::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(error = %e, bytes = body.len(), "rejected a request body");
+            return bad_request(e.to_string());
+        }
+    };
+    let namespace = request.namespace.as_deref().unwrap_or("default");
+    let pod = request
+        .object
+        .as_ref()
+        .and_then(|o| o.pointer(crate::core::workload::pod_pointer(o).unwrap_or("")));
+    if let (Backend::Kube(kube), Some(object)) = (&state.backend, pod) {
+        let view = PodView::from_json(object);
+        if (annotations::is_opted_in(&view.labels)
+            || annotations::uses_azure_workload_identity(&view.labels))
+            && kube
+                .prefetch_service_account(namespace, &view.service_account)
+                .await
+        {
+            state.metrics.lookup_misses.inc();
+        }
+    }
+    let decision = endpoint.decide(&request, &state.backend, &state.settings);
+    state.metrics.record_violations(&decision.violations);
+    if let Some(recorder) = &state.recorder
+        && !request.dry_run.unwrap_or(false)
+        && decision
+            .violations
+            .iter()
+            .any(|v| v.enforcement == Enforcement::Audit)
+    {
+        record_audit_events(recorder.clone(), &request, &decision);
+    }
+    let body = admission::respond(&request.uid, &decision);
+    timer.set_outcome(decision.outcome_label());
+    tracing::info!(
+        uid = %request.uid,
+        namespace,
+        kind = %request.kind.kind,
+        operation = %request.operation,
+        dry_run = request.dry_run.unwrap_or(false),
+        outcome = decision.outcome_label(),
+        patch_ops = decision.patch().len(),
+        warnings = decision.warnings.len(),
+        denial = match &decision.outcome { crate::core::engine::Outcome::Denied(m) => m.as_str(), _ => "" },
+        elapsed_ms = timer.elapsed_ms(),
+        endpoint = endpoint.label(),
+        violations = decision.violations.len(),
+        "admission review"
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// One Warning Event per audited violation, on the object being admitted. Messages carry
+/// policy, rule, field and the offending annotation value: never secrets, never the object.
+fn record_audit_events(
+    recorder: kube::runtime::events::Recorder,
+    request: &admission::AdmissionRequest,
+    decision: &crate::core::engine::Decision,
+) {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{Event, EventType};
+    let meta = request.object.as_ref().and_then(|o| o.get("metadata"));
+    let name = request.name.clone().filter(|n| !n.is_empty()).or_else(|| {
+        meta.and_then(|m| m.get("name").or_else(|| m.get("generateName")))
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    });
+    let api_version = if request.kind.group.is_empty() {
+        request.kind.version.clone()
+    } else {
+        format!("{}/{}", request.kind.group, request.kind.version)
+    };
+    let reference = ObjectReference {
+        api_version: Some(api_version),
+        kind: Some(request.kind.kind.clone()),
+        namespace: request.namespace.clone(),
+        name,
+        uid: meta
+            .and_then(|m| m.get("uid"))
+            .and_then(|u| u.as_str())
+            .map(str::to_string),
+        ..ObjectReference::default()
+    };
+    let notes: Vec<String> = decision
+        .violations
+        .iter()
+        .filter(|v| v.enforcement == Enforcement::Audit)
+        .map(|v| v.to_string())
+        .collect();
+    tokio::spawn(async move {
+        for note in notes {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "PolicyAudit".to_string(),
+                note: Some(note.chars().take(1024).collect()),
+                action: "Admit".to_string(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "could not record a PolicyAudit Event");
+            }
+        }
+    });
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        // `read_body` enforces the limit itself, so a too-large body still gets its 413.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Runs until SIGTERM/SIGINT, then drains in-flight requests and returns.
+pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let reloader = CertReloader::load(&config.tls_cert_file, &config.tls_key_file)?;
+    let metrics = Arc::new(Metrics::default());
+
+    let backend = match config.cluster_state.clone() {
+        Some(state) => Backend::File(Arc::new(state)),
+        None => {
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "no --cluster-state given and no Kubernetes client configuration: {e}"
+                )
+            })?;
+            Backend::Kube(KubeLookups::start(client, config.watch_policies))
+        }
+    };
+    let recorder = match &backend {
+        Backend::Kube(k) => Some(kube::runtime::events::Recorder::new(
+            k.client(),
+            kube::runtime::events::Reporter {
+                controller: "keywire-webhook".to_string(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        )),
+        Backend::File(_) => None,
+    };
+    let state = Arc::new(AppState {
+        recorder,
+        backend: backend.clone(),
+        settings: config.settings.clone(),
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(false),
+        max_body_bytes: config.max_body_bytes,
+        body_timeout: config.header_read_timeout,
+    });
+
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.metrics_listen))?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = tokio::spawn(
+        axum::serve(metrics_listener, metrics_router(state.clone()))
+            .with_graceful_shutdown(async {
+                let _ = metrics_stopped.await;
+            })
+            .into_future(),
+    );
+
+    let watcher = {
+        let metrics = metrics.clone();
+        tokio::spawn(
+            reloader
+                .clone()
+                .watch(config.cert_reload_interval, move || {
+                    metrics.cert_reloads.inc();
+                }),
+        )
+    };
+
+    let handle = axum_server::Handle::new();
+    let tls =
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(reloader.server_config()));
+    let mut server = axum_server::bind_rustls(config.listen, tls).handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(config.header_read_timeout));
+    let app = webhook_router(state.clone());
+    let serving = tokio::spawn(server.serve(app.into_make_service()));
+
+    let Some(addr) = handle.listening().await else {
+        let result = serving.await;
+        anyhow::bail!("cannot listen on {}: {result:?}", config.listen);
+    };
+    tracing::info!(addr = %addr, "webhook listening");
+    let readiness = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let synced = match &state.backend {
+                Backend::File(_) => true,
+                Backend::Kube(k) => k.ready().await,
+            };
+            if synced {
+                state.ready.store(true, Ordering::SeqCst);
+                state.metrics.ready.set(1);
+                tracing::info!("ready");
+            }
+        })
+    };
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    state.ready.store(false, Ordering::SeqCst);
+    state.metrics.ready.set(0);
+    readiness.abort();
+    watcher.abort();
+    handle.graceful_shutdown(Some(config.shutdown_grace));
+    serving.await??;
+    let _ = stop_metrics.send(());
+    metrics_server.await??;
+    tracing::info!("stopped");
+    Ok(())
+}
