@@ -1,7 +1,7 @@
 //! The command line: clap arguments -> typed config -> command. Every command returns its exit code.
 //!
 //! One file per command: `mutate` (CI dry run over manifests), `review` (one AdmissionReview),
-//! `certs` (webhook certificates) and `webhook` (the server's flags). The manifest reader and
+//! `certs` (webhook certificates), `webhook` and `controller` (the servers' flags). The manifest reader and
 //! writer, the cluster-state file and the CI reports sit beside them.
 
 use std::io::Read;
@@ -13,6 +13,7 @@ use crate::core::plan::{DEFAULT_AUTHORITY_HOST, DEFAULT_CLOUD_NAME, Settings};
 
 pub mod certs;
 pub mod cluster_state;
+pub mod controller;
 pub mod manifests;
 pub mod mutate;
 pub mod report;
@@ -40,6 +41,8 @@ pub enum Command {
     Mutate(mutate::MutateArgs),
     /// Write a CA and a serving certificate for the webhook, and print the caBundle.
     Certs(certs::CertsArgs),
+    /// Materialise SecretProviderClasses and fill synced Secrets from Key Vault.
+    Controller(Box<controller::ControllerArgs>),
 }
 
 /// Cluster-wide defaults shared by every front door.
@@ -101,5 +104,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Review(args) => review::run(&args),
         Command::Mutate(args) => mutate::run(&args),
         Command::Certs(args) => certs::run(&args),
+        Command::Controller(args) => controller::run(*args),
     }
 }

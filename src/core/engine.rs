@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::core::annotations::{self, IdentityMode};
 use crate::core::lookup::Lookups;
 use crate::core::patch::{self, PatchOp};
-use crate::core::plan::{self, PodView, Settings, Wiring};
+use crate::core::plan::{self, Plan, PodView, Settings, Wiring};
 use crate::core::policy::{self, Enforcement, Policy};
 use crate::core::rules::{self, Violation};
 
@@ -29,6 +29,9 @@ pub struct Decision {
     pub warnings: Vec<String>,
     /// Every policy violation, whatever its enforcement (Enforce ones also deny).
     pub violations: Vec<Violation>,
+    /// The resolved keywire plan, when the pod opted in and its request resolved: what the
+    /// controller materialises for it.
+    pub plan: Option<Plan>,
 }
 
 impl Decision {
@@ -37,7 +40,13 @@ impl Decision {
             outcome,
             warnings: warnings.into_iter().map(clip).collect(),
             violations: Vec::new(),
+            plan: None,
         }
+    }
+
+    /// The unchanged decision for anything out of scope.
+    pub fn unchanged() -> Self {
+        Decision::new(Outcome::Unchanged, Vec::new())
     }
 
     pub fn is_allowed(&self) -> bool {
@@ -223,7 +232,9 @@ pub fn decide_at(
         Outcome::Patch(ops)
     };
     if selecting.is_empty() {
-        return Decision::new(outcome, warnings);
+        let mut decision = Decision::new(outcome, warnings);
+        decision.plan = keywire_plan;
+        return decision;
     }
 
     // Policies judge the pod as it will be stored.
@@ -264,6 +275,7 @@ pub fn decide_at(
     };
     let mut decision = Decision::new(outcome, warnings);
     decision.violations = violations;
+    decision.plan = keywire_plan;
     decision
 }
 

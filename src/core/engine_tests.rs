@@ -60,6 +60,7 @@ fn pods_without_the_label_are_untouched() {
             outcome: Outcome::Unchanged,
             warnings: vec![],
             violations: vec![],
+            plan: None,
         }
     );
     let p = pod(
@@ -76,6 +77,7 @@ fn pods_without_the_label_are_untouched() {
                     .into()
             ],
             violations: vec![],
+            plan: None,
         }
     );
 }
@@ -392,14 +394,14 @@ fn admitting_twice_changes_nothing() {
         "keywire.dev/env": "A=a"}),
     );
     let (once, _) = admitted(&p);
+    let again = run(&once);
     assert_eq!(
-        run(&once),
-        Decision {
-            outcome: Outcome::Unchanged,
-            warnings: vec![],
-            violations: vec![],
-        }
+        (again.outcome, again.warnings, again.violations),
+        (Outcome::Unchanged, vec![], vec![])
     );
+    // The plan is still resolved: the controller reads it from admitted pods.
+    assert_eq!(again.plan, run(&p).plan);
+    assert!(again.plan.is_some());
 }
 
 #[test]

@@ -182,11 +182,7 @@ pub fn validate(
 }
 
 fn unchanged() -> Decision {
-    Decision {
-        outcome: Outcome::Unchanged,
-        warnings: Vec::new(),
-        violations: Vec::new(),
-    }
+    Decision::unchanged()
 }
 
 /// Only pod CREATE is mutated; everything else is allowed untouched.

@@ -1,9 +1,8 @@
 //! `keywire webhook`: the HTTPS admission server and everything around it: the AdmissionReview
-//! envelope, TLS with hot reload, self-managed certificates, the API-server watch caches that
-//! back `Lookups`, and Prometheus metrics.
+//! envelope, TLS with hot reload, self-managed certificates and Prometheus metrics. Its lookups
+//! come from `crate::cluster` (watch caches) or a `--cluster-state` file.
 
 pub mod admission;
-pub mod cache;
 pub mod certs;
 pub mod metrics;
 pub mod selfcert;

@@ -14,12 +14,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::cluster::KubeLookups;
 use crate::core::annotations;
 use crate::core::lookup::{ClusterState, Lookups, NamespaceInfo, ServiceAccountInfo};
 use crate::core::plan::{PodView, Settings};
 use crate::core::policy::{Enforcement, Policy};
 use crate::webhook::admission;
-use crate::webhook::cache::KubeLookups;
 use crate::webhook::metrics::Metrics;
 use crate::webhook::tls::CertReloader;
 

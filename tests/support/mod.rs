@@ -165,14 +165,15 @@ pub fn start_webhook(extra: &[&str]) -> (tempfile::TempDir, String, Webhook) {
 
 /// An HTTPS client that trusts only the given CA PEMs.
 pub fn client(ca_pems: &[&str]) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .timeout(Duration::from_secs(10));
-    for pem in ca_pems {
-        b = b.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
-    }
-    b.build().unwrap()
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = ca_pems
+        .iter()
+        .map(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+    reqwest::Client::builder()
+        .tls_certs_only(certs)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -1,5 +1,7 @@
-//! `Lookups` backed by the API server: metadata-only watch caches of ServiceAccounts and
-//! Namespaces (stripped to name, namespace, labels/annotations), with a direct GET on a miss.
+//! `Lookups` backed by the API server, for the webhook and the controller alike: metadata-only
+//! watch caches of ServiceAccounts and Namespaces (stripped to name, namespace and
+//! labels/annotations) with a direct GET on a miss, and the parsed KeywirePolicies. Subscribers
+//! hear which namespace changed (`changes`), so the controller can reconcile it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,8 +25,20 @@ const MISS_CAPACITY: usize = 4096;
 
 type Misses = HashMap<(String, String), (Instant, Option<ServiceAccountInfo>)>;
 
+/// What changed in the caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A ServiceAccount in this namespace.
+    ServiceAccount(String),
+    /// This Namespace (its labels select policies).
+    Namespace(String),
+    /// The set of KeywirePolicies.
+    Policies,
+}
+
 #[derive(Clone)]
 pub struct KubeLookups {
+    changes: tokio::sync::broadcast::Sender<Change>,
     client: kube::Client,
     service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
@@ -58,6 +72,7 @@ impl KubeLookups {
     /// Starts the watches; they run until the process exits. Await `ready` before serving.
     /// With `watch_policies`, KeywirePolicies are watched too (their CRD must be installed).
     pub fn start(client: kube::Client, watch_policies: bool) -> Self {
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
         let (sa_store, sa_writer) = reflector::store();
         let sa_stream = watcher::watcher(
             Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
@@ -67,11 +82,17 @@ impl KubeLookups {
         .modify(|m| strip(m, false))
         .reflect(sa_writer)
         .applied_objects();
+        let tx = changes.clone();
         tokio::spawn(async move {
             futures::pin_mut!(sa_stream);
             while let Some(event) = sa_stream.next().await {
-                if let Err(e) = event {
-                    tracing::warn!(error = %e, "ServiceAccount watch error; retrying");
+                match event {
+                    Ok(sa) => {
+                        let _ = tx.send(Change::ServiceAccount(
+                            sa.metadata.namespace.clone().unwrap_or_default(),
+                        ));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ServiceAccount watch error; retrying"),
                 }
             }
         });
@@ -85,11 +106,17 @@ impl KubeLookups {
         .modify(|m| strip(m, true))
         .reflect(ns_writer)
         .applied_objects();
+        let tx = changes.clone();
         tokio::spawn(async move {
             futures::pin_mut!(ns_stream);
             while let Some(event) = ns_stream.next().await {
-                if let Err(e) = event {
-                    tracing::warn!(error = %e, "Namespace watch error; retrying");
+                match event {
+                    Ok(ns) => {
+                        let _ = tx.send(Change::Namespace(
+                            ns.metadata.name.clone().unwrap_or_default(),
+                        ));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Namespace watch error; retrying"),
                 }
             }
         });
@@ -109,6 +136,7 @@ impl KubeLookups {
             .default_backoff()
             .reflect(writer);
             let (reader, target) = (store.clone(), policies.clone());
+            let tx = changes.clone();
             tokio::spawn(async move {
                 futures::pin_mut!(stream);
                 while let Some(event) = stream.next().await {
@@ -128,12 +156,14 @@ impl KubeLookups {
                         })
                         .collect();
                     target.store(Arc::new(parsed));
+                    let _ = tx.send(Change::Policies);
                 }
             });
             store
         });
 
         KubeLookups {
+            changes,
             client,
             service_accounts: sa_store,
             namespaces: ns_store,
@@ -197,6 +227,11 @@ impl KubeLookups {
 impl KubeLookups {
     pub fn client(&self) -> kube::Client {
         self.client.clone()
+    }
+
+    /// Every change the caches see from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 }
 
