@@ -189,10 +189,29 @@ def contract(render_dir):
             c.check(f'{crd["metadata"]["name"]}: kept on uninstall',
                     crd["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep")
         controllers = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-controller")]
+        c.check("controller: enabled by default", len(controllers) == 1)
         for d in controllers:
-            cargs = d["spec"]["template"]["spec"]["containers"][0]["args"]
-            c.check("controller: 2 replicas with leader election",
-                    d["spec"]["replicas"] >= 2 and "--leader-elect" in cargs)
+            pod = d["spec"]["template"]["spec"]
+            cargs = pod["containers"][0]["args"]
+            env = {e["name"]: e for e in pod["containers"][0].get("env", [])}
+            lease = [a for a in cargs if a.startswith("--lease-name=")]
+            c.check("controller: 2 replicas, one Lease in the release namespace",
+                    d["spec"]["replicas"] >= 2 and len(lease) == 1
+                    and env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace")
+            sa = pod.get("serviceAccountName")
+            roles = {r["metadata"]["name"]: r for r in by_kind(objs, "ClusterRole")}
+            bound = [b for b in by_kind(objs, "ClusterRoleBinding")
+                     if any(s.get("name") == sa for s in b.get("subjects", []))]
+            rules = [r for b in bound for r in roles[b["roleRef"]["name"]]["rules"]]
+            def verbs(group, resource):
+                return {v for r in rules if group in r["apiGroups"] and resource in r["resources"] for v in r["verbs"]}
+            c.check("controller RBAC: ServiceAccount tokens, nothing else on ServiceAccounts written",
+                    verbs("", "serviceaccounts/token") == {"create"}
+                    and verbs("", "serviceaccounts") == {"get", "list", "watch"})
+            c.check("controller RBAC: Secrets never updated, only applied (patch) and collected",
+                    "update" not in verbs("", "secrets") and {"patch", "delete"} <= verbs("", "secrets"))
+            c.check("controller RBAC: pods read-only", verbs("", "pods") == {"get", "list", "watch"})
+            c.check("controller RBAC: no wildcard", all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules))
     print(f"contract: {c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0
 

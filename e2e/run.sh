@@ -32,7 +32,7 @@ export E2E_STATE_DIR="${E2E_STATE_DIR:-$(mktemp -d /tmp/keywire-e2e.XXXXXX)}"
 rmdir "$E2E_STATE_DIR" 2>/dev/null || true  # up.sh creates and marks it
 cleanup() {
   # Webhook processes the suite started (one held in a static is never dropped).
-  for f in "$E2E_STATE_DIR"/pids/keywire-webhook-*.pid; do
+  for f in "$E2E_STATE_DIR"/pids/keywire-*.pid; do
     [[ -f "$f" ]] && kill "$(cat "$f")" 2>/dev/null || true
     rm -f "$f"
   done

@@ -49,7 +49,7 @@ fn helm() -> &'static str {
 }
 
 /// `helm template` of charts/keywire for the e2e API server's version.
-fn render(release: &str, namespace: &str, extra: &[&str]) -> String {
+pub(crate) fn render(release: &str, namespace: &str, extra: &[&str]) -> String {
     let out = Command::new(helm())
         .args(["template", release])
         .arg(repo("charts/keywire"))
@@ -65,11 +65,11 @@ fn render(release: &str, namespace: &str, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn documents(text: &str) -> Vec<Value> {
+pub(crate) fn documents(text: &str) -> Vec<Value> {
     keywire::cli::manifests::parse_documents(text).unwrap()
 }
 
-fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+pub(crate) fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
     let out = kubectl(args, stdin);
     assert!(
         out.status.success(),

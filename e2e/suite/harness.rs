@@ -28,8 +28,12 @@ pub fn state_dir() -> PathBuf {
     PathBuf::from(env("E2E_STATE_DIR"))
 }
 
+/// The keywire binary under test: this build's, or `KEYWIRE_BIN` (benchmarks use a release build).
 pub fn keywire() -> &'static str {
-    env!("CARGO_BIN_EXE_keywire")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("KEYWIRE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keywire").to_string())
+    })
 }
 
 pub async fn client() -> kube::Client {

@@ -2,7 +2,10 @@
 //! keywire over TLS, and every assertion is on what the API server stored or answered.
 //! Run with `--test-threads=1`: the tests share one webhook registration.
 
+mod azure;
+mod bench;
 mod chart;
+mod controller;
 mod harness;
 mod policy;
 
@@ -28,7 +31,7 @@ pub(crate) struct Shared {
     pub(crate) cert_dir: std::path::PathBuf,
 }
 
-static SHARED: tokio::sync::Mutex<Option<Shared>> = tokio::sync::Mutex::const_new(None);
+pub(crate) static SHARED: tokio::sync::Mutex<Option<Shared>> = tokio::sync::Mutex::const_new(None);
 
 /// Starts (once) and registers the webhook; returns a guard that serialises the tests.
 pub(crate) async fn setup() -> (

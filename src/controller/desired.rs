@@ -2,8 +2,9 @@
 //! templates that use keywire (and what keywire already owns there) to the SecretProviderClasses
 //! and synced Secrets that must exist, the consumers to tell why not, and what to collect.
 //!
-//! Every consumer is judged by `engine::decide`, the webhook's own decision, so a config the
-//! namespace's KeywirePolicies forbid is never materialised, whenever its annotations changed.
+//! Every consumer is judged by `engine::judge`: the webhook's own parsing, resolution and policy
+//! rules, applied to the object as it is now, so a config the namespace's KeywirePolicies forbid
+//! is never materialised, whenever its annotations changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::controller::content;
 use crate::core::annotations::{self, KeyVaultObject};
-use crate::core::engine::{self, Outcome};
+use crate::core::engine;
 use crate::core::lookup::Lookups;
 use crate::core::plan::{Identity, InlineConfig, Settings};
 
@@ -280,22 +281,21 @@ pub fn desired(inputs: &Inputs<'_>) -> Desired {
         if !annotations::is_opted_in(&labels) {
             continue;
         }
-        let decision = engine::decide(
+        let reference = consumer.reference();
+        let plan = match engine::judge(
             &consumer.pod,
             inputs.namespace,
             inputs.lookups,
             inputs.settings,
-        );
-        let reference = consumer.reference();
-        if let Outcome::Denied(reason) = &decision.outcome {
-            rejected.push(Rejection {
-                consumer: reference,
-                reason: reason.clone(),
-            });
-            continue;
-        }
-        let Some(plan) = decision.plan else {
-            continue;
+        ) {
+            Ok(plan) => plan,
+            Err(reason) => {
+                rejected.push(Rejection {
+                    consumer: reference,
+                    reason,
+                });
+                continue;
+            }
         };
         let Some(config) = &plan.inline else {
             if plan.sync_secret.is_some() {
@@ -594,6 +594,32 @@ mod tests {
                     r#"annotation keywire.dev/identity="magic" is invalid: one of workload, service-principal, managed-identity, pod-identity"#
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn an_admitted_pod_whose_annotations_changed_is_judged_again() {
+        let deny_vault = policy(
+            "prod",
+            json!({"namespaceSelector": {"matchLabels": {"env": "prod"}}, "keyVaults": {"allowed": ["kv-prod-*"]}}),
+        );
+        let state = cluster_with_policies(&[deny_vault]);
+        let mut pod = inline(json!({"keywire.dev/keyvault": "kv-prod-orders"}));
+        let decision = engine::decide(&pod, fixtures::NAMESPACE, &state, &Settings::default());
+        crate::core::patch::apply(&mut pod, decision.patch()).unwrap();
+        assert_eq!(
+            run(&[consumer("Pod", "p", pod.clone())], &state)
+                .classes
+                .len(),
+            1
+        );
+        // Edited after admission: the webhook's wiring still points at the old class.
+        pod["metadata"]["annotations"]["keywire.dev/keyvault"] = json!("kv-dev-orders");
+        let d = run(&[consumer("Pod", "p", pod)], &state);
+        assert!(d.classes.is_empty() && d.secrets.is_empty());
+        assert_eq!(
+            d.rejected[0].reason,
+            "KeywirePolicy prod rule keyVaults (metadata.annotations[keywire.dev/keyvault]): key vault kv-dev-orders is not allowed; allowed: kv-prod-*"
         );
     }
 

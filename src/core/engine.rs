@@ -29,9 +29,6 @@ pub struct Decision {
     pub warnings: Vec<String>,
     /// Every policy violation, whatever its enforcement (Enforce ones also deny).
     pub violations: Vec<Violation>,
-    /// The resolved keywire plan, when the pod opted in and its request resolved: what the
-    /// controller materialises for it.
-    pub plan: Option<Plan>,
 }
 
 impl Decision {
@@ -40,7 +37,6 @@ impl Decision {
             outcome,
             warnings: warnings.into_iter().map(clip).collect(),
             violations: Vec::new(),
-            plan: None,
         }
     }
 
@@ -122,6 +118,44 @@ fn effective_settings<'a>(settings: &'a Settings, selecting: &[&Policy]) -> Cow<
         .and_then(IdentityMode::parse)
         .or(s.default_identity);
     Cow::Owned(s)
+}
+
+/// The controller's question about a pod or pod template: what keywire config does it ask for,
+/// and do the namespace's KeywirePolicies allow it? Judged on the object as it is, whether or not
+/// the webhook wired it already (annotations may have changed since), by the same parsing,
+/// resolution and rules as `decide`. `Err` carries the denial message.
+pub fn judge(
+    pod: &Value,
+    namespace: &str,
+    lookups: &dyn Lookups,
+    settings: &Settings,
+) -> Result<Plan, String> {
+    let view = PodView::from_json(pod);
+    let all_policies = lookups.policies();
+    let selecting = if all_policies.is_empty() {
+        Vec::new()
+    } else {
+        policy::selecting(&all_policies, &namespace_labels(lookups, namespace))
+    };
+    let settings = effective_settings(settings, &selecting);
+    let request = annotations::parse(&view.annotations).map_err(|e| e.to_string())?;
+    let plan = plan::resolve(&request, &view, namespace, lookups, settings.as_ref())?;
+    let subject = rules::Subject {
+        view: &view,
+        pod,
+        plan: Some(&plan),
+        azure: None,
+    };
+    let enforced: Vec<String> = rules::evaluate(&selecting, &subject)
+        .into_iter()
+        .filter(|v| v.enforcement == Enforcement::Enforce)
+        .map(|v| v.to_string())
+        .collect();
+    if enforced.is_empty() {
+        Ok(plan)
+    } else {
+        Err(enforced.join("; "))
+    }
 }
 
 /// Decides what to do with a pod being created in `namespace`.
@@ -232,9 +266,7 @@ pub fn decide_at(
         Outcome::Patch(ops)
     };
     if selecting.is_empty() {
-        let mut decision = Decision::new(outcome, warnings);
-        decision.plan = keywire_plan;
-        return decision;
+        return Decision::new(outcome, warnings);
     }
 
     // Policies judge the pod as it will be stored.
@@ -275,7 +307,6 @@ pub fn decide_at(
     };
     let mut decision = Decision::new(outcome, warnings);
     decision.violations = violations;
-    decision.plan = keywire_plan;
     decision
 }
 
