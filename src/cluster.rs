@@ -229,6 +229,26 @@ impl KubeLookups {
         self.client.clone()
     }
 
+    /// Every KeywirePolicy as stored: name, generation, and why keywire ignores it (if it does).
+    pub fn policy_objects(&self) -> Vec<(String, i64, Option<String>)> {
+        let Some(store) = &self.policy_store else {
+            return Vec::new();
+        };
+        store
+            .state()
+            .iter()
+            .map(|o| {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                let generation = o.metadata.generation.unwrap_or_default();
+                let error = serde_json::to_value(o.as_ref())
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| Policy::from_object(&v).map(|_| ()))
+                    .err();
+                (name, generation, error)
+            })
+            .collect()
+    }
+
     /// Every change the caches see from now on.
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.changes.subscribe()

@@ -1104,6 +1104,138 @@ async fn policy_forbidden_configs_are_never_materialised() {
     kubectl(&["delete", "keywirepolicy", "ctl-only-ok-vault"], None);
 }
 
+/// Policy results outside keywire: an OpenReports Report per namespace (Audit and Warn results,
+/// with the resource), and each KeywirePolicy's status (Ready, observed generation, counts).
+#[tokio::test]
+async fn policy_reports_and_status_show_audit_and_warn_results() {
+    let (_guard, client, azure) = setup().await;
+    let ns = &fresh("ctl-report");
+    workload_identity_namespace(&client, &azure, ns, "0a1b2c3d-1111-4222-8333-dddd00001111").await;
+    kubectl(
+        &[
+            "label",
+            "namespace",
+            ns,
+            &format!("keywire-e2e-report={ns}"),
+            "--overwrite",
+        ],
+        None,
+    );
+    let name = fresh("ctl-report-audit");
+    let policy = fixtures::policy(
+        &name,
+        json!({"namespaceSelector": {"matchLabels": {"keywire-e2e-report": ns}},
+            "keyVaults": {"allowed": ["kv-report-*"], "enforcement": "Audit"},
+            "requireInjection": {"enforcement": "Warn"}}),
+    );
+    let out = kubectl(&["apply", "-f", "-"], Some(&policy.to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    let template = wi_pod("unused", "kv-wi", "db", "DB=db");
+    for (d, opted_in) in [("audited", true), ("plain", false)] {
+        let mut labels = json!({"app": d});
+        if opted_in {
+            labels["keywire.dev/inject"] = json!("true");
+        }
+        let annotations = if opted_in {
+            template["metadata"]["annotations"].clone()
+        } else {
+            json!({})
+        };
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": d},
+            "spec": {"selector": {"matchLabels": {"app": d}},
+                "template": {"metadata": {"labels": labels, "annotations": annotations},
+                    "spec": template["spec"]}}
+        }))
+        .unwrap();
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .unwrap();
+    }
+    let reports: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("openreports.io", "v1alpha1", "Report"),
+            "reports",
+        ),
+    );
+    let report = eventually(
+        Duration::from_secs(30),
+        "the Report with both results",
+        || async {
+            let r = reports.get_opt("keywire-policy").await.ok()??;
+            (r.data["results"].as_array()?.len() == 2).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(
+        report.data["summary"],
+        json!({"pass": 0, "fail": 1, "warn": 1, "error": 0, "skip": 0})
+    );
+    let results = report.data["results"].as_array().unwrap();
+    let audited = results.iter().find(|r| r["rule"] == "keyVaults").unwrap();
+    assert_eq!(audited["policy"], name.as_str());
+    assert_eq!(audited["result"], "fail");
+    assert_eq!(audited["source"], "keywire");
+    assert_eq!(audited["properties"]["enforcement"], "Audit");
+    assert_eq!(audited["resources"][0]["kind"], "Deployment");
+    assert_eq!(audited["resources"][0]["name"], "audited");
+    let warned = results
+        .iter()
+        .find(|r| r["rule"] == "requireInjection")
+        .unwrap();
+    assert_eq!(warned["result"], "warn");
+    assert_eq!(warned["resources"][0]["name"], "plain");
+
+    let policies: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("keywire.dev", "v1alpha1", "KeywirePolicy"),
+            "keywirepolicies",
+        ),
+    );
+    let stored = eventually(Duration::from_secs(30), "the policy's status", || async {
+        let p = policies.get(&name).await.ok()?;
+        (p.data["status"]["violations"]["warn"] == 1).then_some(p)
+    })
+    .await;
+    let status = &stored.data["status"];
+    assert_eq!(
+        status["observedGeneration"],
+        json!(stored.metadata.generation.unwrap())
+    );
+    assert_eq!(status["conditions"][0]["type"], "Ready");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(
+        status["violations"],
+        json!({"enforce": 0, "warn": 1, "audit": 1, "namespaces": 1})
+    );
+
+    // Fixed: the Report follows.
+    deployments
+        .delete("plain", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the Report without the warning",
+        || async {
+            let r = reports.get_opt("keywire-policy").await.ok()??;
+            (r.data["summary"]["warn"] == 0 && r.data["summary"]["fail"] == 1).then_some(())
+        },
+    )
+    .await;
+    kubectl(&["delete", "keywirepolicy", &name], None);
+}
+
 /// Point 9: two controllers; only the leader writes, each Secret once; killing the leader hands
 /// over within the Lease duration. (Runs last by name: it replaces the shared controller.)
 #[tokio::test]

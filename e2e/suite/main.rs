@@ -43,12 +43,26 @@ pub(crate) async fn setup() -> (
     if guard.is_none() {
         ensure_namespace(&client, DEMO).await;
         ensure_service_account(&client, DEMO, "probe", json!({})).await;
-        // The webhook watches KeywirePolicies: their CRD comes first.
+        // The webhook watches KeywirePolicies: their CRD comes first. OpenReports' Report CRD
+        // (from its Go module) is where the controller writes policy results.
+        let openreports = std::process::Command::new(repo("e2e/crds/openreports.sh"))
+            .output()
+            .unwrap();
+        assert!(
+            openreports.status.success(),
+            "{}",
+            String::from_utf8_lossy(&openreports.stderr)
+        );
+        let openreports = String::from_utf8(openreports.stdout)
+            .unwrap()
+            .trim()
+            .to_string();
         for crd in [
-            "webhook-config/crd-keywirepolicy.yaml",
-            "e2e/manifests/secretproviderclass-crd.yaml",
+            repo("webhook-config/crd-keywirepolicy.yaml"),
+            repo("e2e/manifests/secretproviderclass-crd.yaml"),
+            std::path::PathBuf::from(openreports),
         ] {
-            let text = std::fs::read_to_string(repo(crd)).unwrap();
+            let text = std::fs::read_to_string(crd).unwrap();
             let out = kubectl(&["apply", "-f", "-"], Some(&text));
             assert!(
                 out.status.success(),
@@ -59,6 +73,7 @@ pub(crate) async fn setup() -> (
         for name in [
             "keywirepolicies.keywire.dev",
             "secretproviderclasses.secrets-store.csi.x-k8s.io",
+            "reports.openreports.io",
         ] {
             let out = kubectl(
                 &[

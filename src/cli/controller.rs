@@ -74,6 +74,10 @@ pub struct ControllerArgs {
     /// Watch KeywirePolicy objects (needs their CRD). `false` for clusters without policies.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub policies: bool,
+    /// Write a policy Report (openreports.io/v1alpha1) per namespace: `auto` when the API server
+    /// serves the Report CRD, `true` or `false`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "true", "false"])]
+    pub policy_reports: String,
     #[command(flatten)]
     pub defaults: DefaultsArgs,
 }
@@ -147,6 +151,11 @@ impl ControllerArgs {
             },
             debounce: Duration::from_millis(self.debounce_millis),
             watch_policies: self.policies,
+            policy_reports: match self.policy_reports.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
         })
     }
 }

@@ -221,9 +221,19 @@ pub enum Collect {
     Delete,
 }
 
+/// A consumer's KeywirePolicy violations, for the namespace's policy report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub consumer: ConsumerRef,
+    pub violations: Vec<crate::core::rules::Violation>,
+}
+
 /// The whole desired state of a namespace.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Desired {
+    /// Consumers some KeywirePolicy selects, and the violations of those that have any.
+    pub audited: usize,
+    pub findings: Vec<Finding>,
     pub classes: Vec<DesiredClass>,
     pub secrets: Vec<DesiredSecret>,
     pub rejected: Vec<Rejection>,
@@ -276,7 +286,23 @@ pub fn desired(inputs: &Inputs<'_>) -> Desired {
     let mut classes: BTreeMap<String, DesiredClass> = BTreeMap::new();
     let mut secrets: BTreeMap<String, DesiredSecret> = BTreeMap::new();
     let mut rejected = Vec::new();
+    let mut audited = 0;
+    let mut findings = Vec::new();
     for consumer in consumers {
+        if let Some(violations) = engine::audit(
+            &consumer.pod,
+            inputs.namespace,
+            inputs.lookups,
+            inputs.settings,
+        ) {
+            audited += 1;
+            if !violations.is_empty() {
+                findings.push(Finding {
+                    consumer: consumer.reference(),
+                    violations,
+                });
+            }
+        }
         let labels = annotations::string_map(consumer.pod.get("metadata"), "labels");
         if !annotations::is_opted_in(&labels) {
             continue;
@@ -366,6 +392,8 @@ pub fn desired(inputs: &Inputs<'_>) -> Desired {
     }
 
     let mut out = Desired {
+        audited,
+        findings,
         classes: classes.into_values().collect(),
         secrets: secrets.into_values().collect(),
         rejected,
@@ -594,6 +622,58 @@ mod tests {
                     r#"annotation keywire.dev/identity="magic" is invalid: one of workload, service-principal, managed-identity, pod-identity"#
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn every_consumer_in_a_selected_namespace_is_audited() {
+        let audit = policy(
+            "prod",
+            json!({"namespaceSelector": {"matchLabels": {"env": "prod"}},
+                "keyVaults": {"allowed": ["kv-prod-*"], "enforcement": "Audit"},
+                "requireInjection": {"enforcement": "Warn"}}),
+        );
+        let state = cluster_with_policies(&[audit]);
+        let d = run(
+            &[
+                consumer("Deployment", "audited", inline(json!({}))),
+                consumer(
+                    "Deployment",
+                    "clean",
+                    inline(json!({"keywire.dev/keyvault": "kv-prod-a"})),
+                ),
+                consumer("Deployment", "plain", fixtures::pod("x").build()),
+            ],
+            &state,
+        );
+        assert_eq!(d.audited, 3);
+        let found: Vec<(String, Vec<&str>)> = d
+            .findings
+            .iter()
+            .map(|f| {
+                (
+                    f.consumer.name.clone(),
+                    f.violations.iter().map(|v| v.rule).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("audited".to_string(), vec!["keyVaults"]),
+                ("plain".to_string(), vec!["requireInjection"]),
+            ]
+        );
+        // An Audit violation still materialises the config.
+        assert_eq!(d.classes.len(), 2);
+        // No policy for the namespace: nothing audited.
+        assert_eq!(
+            run(
+                &[consumer("Pod", "p", inline(json!({})))],
+                &cluster(fixtures::NAMESPACE)
+            )
+            .audited,
+            0
         );
     }
 

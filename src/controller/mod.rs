@@ -14,6 +14,7 @@ pub mod keyvault;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod report;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +64,9 @@ pub struct Config {
     pub debounce: Duration,
     /// Watch KeywirePolicies (their CRD must be installed).
     pub watch_policies: bool,
+    /// Write OpenReports `Report`s: `Some(true)` always, `Some(false)` never, `None` when the
+    /// API server serves them.
+    pub policy_reports: Option<bool>,
 }
 
 struct Health {
@@ -91,6 +95,95 @@ async fn serve_metrics(State(h): State<Arc<Health>>) -> Response {
         h.metrics.encode(),
     )
         .into_response()
+}
+
+fn report_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("openreports.io", "v1alpha1", report::REPORT_KIND),
+        "reports",
+    )
+}
+
+/// Whether to write policy Reports: as configured, or when the API server serves them.
+async fn reports_enabled(client: &kube::Client, configured: Option<bool>) -> bool {
+    match configured {
+        Some(v) => v,
+        None => Api::<DynamicObject>::all_with(client.clone(), &report_resource())
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+            .is_ok(),
+    }
+}
+
+/// Keeps each KeywirePolicy's status current (every few seconds, only when it changed), and
+/// says with a Warning Event when keywire ignores one.
+async fn publish_policy_status(ctx: Arc<Context>, recorder: Recorder) {
+    use kube::api::{Patch, PatchParams};
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("keywire.dev", "v1alpha1", crate::core::policy::KIND),
+        "keywirepolicies",
+    );
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &resource);
+    let mut last: std::collections::HashMap<String, serde_json::Value> = Default::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let counts = {
+            let findings = ctx.findings.lock().unwrap_or_else(|p| p.into_inner());
+            report::counts(&findings)
+        };
+        for (name, generation, error) in ctx.lookups.policy_objects() {
+            let c = counts.get(&name).copied().unwrap_or_default();
+            let mut status = report::policy_status(generation, error.as_deref(), c, "");
+            if last.get(&name) == Some(&status) {
+                continue;
+            }
+            let key = status.clone();
+            status["conditions"][0]["lastTransitionTime"] =
+                serde_json::json!(k8s_openapi::jiff::Timestamp::now().to_string());
+            let patch = serde_json::json!({
+                "apiVersion": "keywire.dev/v1alpha1",
+                "kind": crate::core::policy::KIND,
+                "metadata": {"name": name},
+                "status": status,
+            });
+            match api
+                .patch_status(
+                    &name,
+                    &PatchParams::apply("keywire").force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    if let Some(e) = &error {
+                        let reference = k8s_openapi::api::core::v1::ObjectReference {
+                            api_version: Some("keywire.dev/v1alpha1".into()),
+                            kind: Some(crate::core::policy::KIND.into()),
+                            name: Some(name.clone()),
+                            ..Default::default()
+                        };
+                        let event = kube::runtime::events::Event {
+                            type_: kube::runtime::events::EventType::Warning,
+                            reason: "InvalidPolicy".into(),
+                            note: Some(
+                                format!("keywire ignores this policy: {e}")
+                                    .chars()
+                                    .take(1024)
+                                    .collect(),
+                            ),
+                            action: "Parse".into(),
+                            secondary: None,
+                        };
+                        let _ = recorder.publish(&event, &reference).await;
+                    }
+                    last.insert(name, key);
+                }
+                Err(e) => {
+                    tracing::warn!(policy = %name, error = %error_chain(&e), "could not update a KeywirePolicy status")
+                }
+            }
+        }
+    }
 }
 
 fn spc_resource() -> ApiResource {
@@ -368,6 +461,11 @@ async fn lead(
             instance: Some(config.lease.identity.clone()),
         },
     );
+    let reports = reports_enabled(&client, config.policy_reports).await;
+    tracing::info!(
+        enabled = reports,
+        "policy Reports (openreports.io/v1alpha1)"
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
         stores,
@@ -376,9 +474,13 @@ async fn lead(
         config.loop_settings.clone(),
         cache,
         metrics,
-        recorder,
+        recorder.clone(),
         class_resource,
+        reports.then(report_resource),
     ));
+    let status = config
+        .watch_policies
+        .then(|| tokio::spawn(publish_policy_status(ctx.clone(), recorder)));
 
     // ServiceAccount and Namespace changes reconcile their namespace; policy changes, all.
     let (namespace_changes, policy_changes) = {
@@ -450,6 +552,9 @@ async fn lead(
         }
     })
     .await;
+    if let Some(task) = status {
+        task.abort();
+    }
 }
 
 /// A stream over an unbounded receiver.

@@ -27,6 +27,7 @@ use crate::controller::desired::{
 };
 use crate::controller::keyvault::{ObjectRequest, VaultError, error_chain};
 use crate::controller::metrics::Metrics;
+use crate::controller::report;
 use crate::core::plan::Settings;
 
 /// Field manager of everything the controller applies.
@@ -71,6 +72,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub class_resource: kube::api::ApiResource,
+    /// Where policy reports go (`None`: the Report CRD is not installed).
+    pub report_resource: Option<kube::api::ApiResource>,
+    /// Each namespace's last findings (for the KeywirePolicies' status), and the hash of the
+    /// Report last applied there.
+    pub findings: Mutex<BTreeMap<String, desired::Desired>>,
+    reports: Mutex<HashMap<String, String>>,
     /// (object uid, reason, message) -> when last published, so a standing problem is reported
     /// once an hour rather than on every reconcile.
     reported: Mutex<HashMap<(String, String, String), Instant>>,
@@ -112,6 +119,7 @@ impl Context {
         metrics: Arc<Metrics>,
         recorder: Recorder,
         class_resource: kube::api::ApiResource,
+        report_resource: Option<kube::api::ApiResource>,
     ) -> Self {
         Context {
             client,
@@ -123,6 +131,9 @@ impl Context {
             metrics,
             recorder,
             class_resource,
+            report_resource,
+            findings: Mutex::new(BTreeMap::new()),
+            reports: Mutex::new(HashMap::new()),
             reported: Mutex::new(HashMap::new()),
         }
     }
@@ -458,6 +469,7 @@ async fn reconcile_namespace(
     let owned_secrets = ctx.owned_secrets(namespace);
     if terminating || (consumers.is_empty() && owned_classes.is_empty() && owned_secrets.is_empty())
     {
+        publish_report(namespace, &desired::Desired::default(), ctx).await?;
         return Ok(Action::await_change());
     }
     let now = now_unix();
@@ -473,6 +485,7 @@ async fn reconcile_namespace(
         grace_seconds: settings.gc_grace.as_secs() as i64,
     });
 
+    publish_report(namespace, &want, ctx).await?;
     for r in &want.rejected {
         ctx.metrics.error("rejected");
         ctx.event(
@@ -566,6 +579,84 @@ async fn reconcile_namespace(
         requeue = requeue.min(Duration::from_secs((due - now).max(1) as u64));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Applies the namespace's policy Report when its content changed; deletes it when nothing in
+/// the namespace is audited any more. Records the findings for the policies' status.
+async fn publish_report(
+    namespace: &str,
+    want: &desired::Desired,
+    ctx: &Context,
+) -> Result<(), Error> {
+    {
+        let mut findings = ctx.findings.lock().unwrap_or_else(|p| p.into_inner());
+        if want.audited == 0 {
+            findings.remove(namespace);
+        } else {
+            findings.insert(
+                namespace.to_string(),
+                desired::Desired {
+                    audited: want.audited,
+                    findings: want.findings.clone(),
+                    ..desired::Desired::default()
+                },
+            );
+        }
+    }
+    let Some(resource) = &ctx.report_resource else {
+        return Ok(());
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, resource);
+    let last = ctx
+        .reports
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(namespace)
+        .cloned();
+    match report::report(namespace, want, now_unix()) {
+        Some((object, hash)) => {
+            if last.as_deref() == Some(hash.as_str()) {
+                return Ok(());
+            }
+            let patch: DynamicObject = serde_json::from_value(object).map_err(|e| Error::Kube {
+                what: format!("building the policy Report of {namespace}"),
+                source: kube::Error::SerdeError(e),
+            })?;
+            api.patch(
+                report::REPORT_NAME,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(kube_error(format!(
+                "applying the policy Report of {namespace}"
+            )))?;
+            ctx.reports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(namespace.to_string(), hash);
+        }
+        None => {
+            if last.is_some() {
+                match api
+                    .delete(report::REPORT_NAME, &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) | Err(kube::Error::Api(_)) => {}
+                    Err(e) => {
+                        return Err(kube_error(format!(
+                            "deleting the policy Report of {namespace}"
+                        ))(e));
+                    }
+                }
+                ctx.reports
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(namespace);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn collect<K>(
@@ -823,14 +914,22 @@ pub fn strip_metadata(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1:
     }
 }
 
-/// Keeps a workload's pod template only when it is opted in: others cannot be consumers.
+/// Keeps a workload's pod template only when policy may have something to say about it: opted in
+/// to keywire or to Azure Workload Identity, or with a Secrets Store CSI volume of its own.
+/// Others keep their labels only (for `requireInjection`).
 pub fn strip_template(template: &mut PodTemplateSpec) {
-    let opted_in = template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.as_ref())
-        .is_some_and(crate::core::annotations::is_opted_in);
-    if !opted_in {
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    let relevant = labels.is_some_and(|l| {
+        crate::core::annotations::is_opted_in(l)
+            || crate::core::annotations::uses_azure_workload_identity(l)
+    }) || template.spec.as_ref().is_some_and(|s| {
+        s.volumes.iter().flatten().any(|v| {
+            v.csi
+                .as_ref()
+                .is_some_and(|c| c.driver == crate::core::plan::CSI_DRIVER)
+        })
+    });
+    if !relevant {
         template.spec = None;
         if let Some(m) = template.metadata.as_mut() {
             m.annotations = None;

@@ -158,6 +158,43 @@ pub fn judge(
     }
 }
 
+/// Every KeywirePolicy violation of a pod or pod template as it is now, whatever its enforcement,
+/// for policy reports; `None` when no policy selects the namespace. Malformed annotations are not
+/// violations (they are reported where they are refused); only what resolves is judged.
+pub fn audit(
+    pod: &Value,
+    namespace: &str,
+    lookups: &dyn Lookups,
+    settings: &Settings,
+) -> Option<Vec<Violation>> {
+    let all_policies = lookups.policies();
+    if all_policies.is_empty() {
+        return None;
+    }
+    let selecting = policy::selecting(&all_policies, &namespace_labels(lookups, namespace));
+    if selecting.is_empty() {
+        return None;
+    }
+    let settings = effective_settings(settings, &selecting);
+    let settings = settings.as_ref();
+    let view = PodView::from_json(pod);
+    let plan = annotations::is_opted_in(&view.labels)
+        .then(|| annotations::parse(&view.annotations).ok())
+        .flatten()
+        .and_then(|r| plan::resolve(&r, &view, namespace, lookups, settings).ok());
+    let azure = annotations::uses_azure_workload_identity(&view.labels)
+        .then(|| annotations::parse_azure(&view.annotations).ok())
+        .flatten()
+        .and_then(|r| plan::resolve_azure(&r, &view, namespace, lookups, settings).ok());
+    let subject = rules::Subject {
+        view: &view,
+        pod,
+        plan: plan.as_ref(),
+        azure: azure.as_ref(),
+    };
+    Some(rules::evaluate(&selecting, &subject))
+}
+
 /// Decides what to do with a pod being created in `namespace`.
 pub fn decide(
     pod: &Value,
