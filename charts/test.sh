@@ -66,6 +66,7 @@ step "values: bad failurePolicy refused" refused "/webhook/failurePolicy" --set 
 step "values: unknown certificate mode refused" refused "/certificates/mode" --set certificates.mode=vault
 step "values: provided mode needs a Secret and caBundle" refused "/certificates/provided" --set certificates.mode=provided
 step "values: too old Kubernetes refused" refused "kubeVersion" --kube-version 1.29.0
+step "values: custom token endpoint with the default audience refused" refused "workloadIdentity/customTokenEndpoint" --set workloadIdentity.customTokenEndpoint.annotationSuffix=x --set workloadIdentity.customTokenEndpoint.audience=api://AzureADTokenExchange
 
 # Strict schemas for the CRDs the chart ships, so their objects validate like built-in ones.
 step "CRD schemas from the chart's CRDs" "$python" "$here/chart_checks.py" crd-schemas \

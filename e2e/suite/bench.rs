@@ -144,6 +144,7 @@ async fn bench_controller() {
         ));
     }
     let create_secs = created.elapsed().as_secs_f64();
+    let rss_created = status_kib(pid, "VmRSS:");
     assert_eq!(names.len(), 10);
     for n in &names {
         eventually(Duration::from_secs(60), "each Secret", || {
@@ -174,8 +175,9 @@ async fn bench_controller() {
     let rss = status_kib(pid, "VmRSS:");
     let hwm = status_kib(pid, "VmHWM:");
     println!(
-        "BENCH controller_memory managed_pods=1000 rss_before_mib={:.1} rss_mib={:.1} hwm_mib={:.1}",
+        "BENCH controller_memory managed_pods=1000 rss_before_mib={:.1} rss_after_creates_mib={:.1} rss_after_window_mib={:.1} hwm_mib={:.1}",
         rss_before as f64 / 1024.0,
+        rss_created as f64 / 1024.0,
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );

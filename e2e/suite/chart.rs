@@ -717,7 +717,10 @@ async fn chart_self_managed_replicas_agree_on_one_certificate() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|v| v["name"] == "azure-identity-token"),
+            .any(|v| v["name"]
+                == keywire::core::azure::Layout::V16
+                    .volume_name("replica-b")
+                    .as_str()),
         "replica b did not mutate"
     );
     for w in [&a, &b] {

@@ -42,6 +42,16 @@ pub async fn client() -> kube::Client {
         .expect("kube client from KUBECONFIG")
 }
 
+/// The shared webhook's workload-identity settings (and `keywire mutate`'s when it predicts
+/// them): AKS identity bindings as upstream's own e2e configures them.
+pub const WORKLOAD_IDENTITY_FLAGS: &[&str] = &[
+    "--custom-token-endpoint-annotation-suffix=identity-binding",
+    "--custom-token-endpoint-audience=api://AKSIdentityBinding",
+    "--azure-kubernetes-token-proxy=https://kubernetes.default.svc",
+    "--azure-kubernetes-sni-name=2183187515ff64fc2fff014fd0e749f92578a466dc345b",
+    "--azure-kubernetes-ca-configmap-name=kube-root-ca.crt",
+];
+
 /// A `keywire webhook` process talking to the e2e API server, logging into the state dir.
 pub struct Webhook {
     pub child: Child,
@@ -67,6 +77,7 @@ impl Webhook {
                 "--cert-reload-seconds",
                 "1",
             ])
+            .args(WORKLOAD_IDENTITY_FLAGS)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -314,6 +325,7 @@ pub fn normalise(pod: &Value) -> Value {
 pub fn keywire_mutate(file: &Path) -> Vec<Value> {
     let out = Command::new(keywire())
         .args(["mutate", "-o", "json", "-f", file.to_str().unwrap()])
+        .args(WORKLOAD_IDENTITY_FLAGS)
         .output()
         .unwrap();
     assert_eq!(

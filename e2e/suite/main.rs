@@ -162,7 +162,10 @@ async fn examples_are_stored_as_keywire_mutate_predicts() {
                 .into_iter()
                 .flatten()
                 .any(|v| {
-                    v["name"] == "keywire-secrets-store" || v["name"] == "azure-identity-token"
+                    v["name"] == "keywire-secrets-store"
+                        || v["name"].as_str().is_some_and(|n| {
+                            n.starts_with(keywire::core::azure::RESERVED_VOLUME_PREFIX)
+                        })
                 });
             assert!(
                 wired,
@@ -269,7 +272,7 @@ async fn workload_identity_from_service_account_and_token_request() {
             ("AZURE_TENANT_ID".into(), TENANT.into()),
             (
                 "AZURE_FEDERATED_TOKEN_FILE".into(),
-                "/var/run/secrets/azure/tokens/azure-identity-token".into()
+                "/var/run/secrets/azure/wi/token/azure-identity-token".into()
             ),
             (
                 "AZURE_AUTHORITY_HOST".into(),
@@ -277,18 +280,20 @@ async fn workload_identity_from_service_account_and_token_request() {
             ),
         ]
     );
+    let volume_name = keywire::core::azure::Layout::V16.volume_name("wi-app");
     let token_volume = stored["spec"]["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["name"] == "azure-identity-token")
+        .find(|v| v["name"] == volume_name.as_str())
         .unwrap();
     assert_eq!(
         token_volume["projected"]["sources"][0]["serviceAccountToken"],
-        json!({"audience": "api://AzureADTokenExchange", "expirationSeconds": 7200, "path": "azure-identity-token"})
+        json!({"audience": "api://AzureADTokenExchange", "expirationSeconds": 7200, "path": "token/azure-identity-token"})
     );
     assert!(c["volumeMounts"].as_array().unwrap().contains(
-        &json!({"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true})));
+        &json!({"name": volume_name, "mountPath": "/var/run/secrets/azure/wi", "readOnly": true})
+    ));
 
     let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), DEMO);
     let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -540,10 +545,13 @@ async fn azure_workload_identity_drop_in() {
         json!([
         {"name": "AZURE_CLIENT_ID", "value": client},
         {"name": "AZURE_TENANT_ID", "value": TENANT},
-        {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": "/var/run/secrets/azure/tokens/azure-identity-token"},
+        {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": "/var/run/secrets/azure/wi/token/azure-identity-token"},
         {"name": "AZURE_AUTHORITY_HOST", "value": "https://login.microsoftonline.com/"}])
     };
-    let mount = json!({"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true});
+    // v1.6.0's layout: the volume is named after the pod ("awi").
+    let volume_name = keywire::core::azure::Layout::V16.volume_name("awi");
+    let mount =
+        json!({"name": volume_name, "mountPath": "/var/run/secrets/azure/wi", "readOnly": true});
     let spec = &stored["spec"];
     assert_eq!(spec["initContainers"][0]["env"], wi_env(client_id));
     assert!(
@@ -573,12 +581,12 @@ async fn azure_workload_identity_drop_in() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["name"] == "azure-identity-token")
+        .find(|v| v["name"] == volume_name.as_str())
         .unwrap();
     assert_eq!(
         volume,
-        &json!({"name": "azure-identity-token", "projected": {"defaultMode": 420, "sources": [
-        {"serviceAccountToken": {"audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "azure-identity-token"}}]}})
+        &json!({"name": volume_name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "token/azure-identity-token"}}]}})
     );
     assert!(
         stored["metadata"]["annotations"]
@@ -586,4 +594,124 @@ async fn azure_workload_identity_drop_in() {
             .is_none(),
         "the drop-in adds no keywire marker"
     );
+}
+
+/// Issue 13: upstream v1.6.0's layout, the custom token endpoint with a ConfigMap CA, and the
+/// proxy as a native sidecar (the API server is 1.35), for a pod and a Deployment's pod: the API
+/// server stores exactly what `keywire mutate` predicts.
+#[tokio::test]
+async fn azure_workload_identity_v16_endpoint_and_proxy_are_stored_as_predicted() {
+    let (_guard, client) = setup().await;
+    let ns = "awi-v16-c";
+    ensure_namespace(&client, ns).await;
+    let client_id = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b";
+    let sa = fixtures::service_account_object(
+        ns,
+        "bound",
+        json!({"azure.workload.identity/client-id": client_id, "azure.workload.identity/tenant-id": TENANT}),
+    );
+    let pod = fixtures::pod("bound-app")
+        .namespace(ns)
+        .azure_workload_identity()
+        .annotation("azure.workload.identity/use-identity-binding", "True")
+        .annotation("azure.workload.identity/inject-proxy-sidecar", "true")
+        .service_account("bound")
+        .init_containers(vec![fixtures::simple_container("migrate")])
+        .build();
+    let mut template = pod.clone();
+    template["metadata"] = json!({
+        "labels": {"app": "bound", "azure.workload.identity/use": "true"},
+        "annotations": pod["metadata"]["annotations"],
+    });
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "bound-web", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "bound"}}, "template": template}});
+    let file = state_dir().join("awi-v16.yaml");
+    std::fs::write(
+        &file,
+        [&sa, &pod, &deployment]
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join("\n---\n"),
+    )
+    .unwrap();
+    let predicted = keywire_mutate(&file);
+    let discovery = discovery(&client).await;
+    apply_object(&client, &discovery, &sa).await;
+    let ca: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "not used: no pod runs here"}}),
+    )
+    .unwrap();
+    let _ = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &ca)
+        .await;
+
+    for (original, prediction) in [
+        (pod.clone(), predicted[1].clone()),
+        (
+            pod_from_template(&deployment),
+            pod_from_template(&predicted[2]),
+        ),
+    ] {
+        let stored = create_pod(&client, ns, &original, false).await.unwrap();
+        let spec = &stored["spec"];
+        // The shape, checked by hand once: reserved volume with the endpoint's audience and CA,
+        // the proxy first among the init containers (native sidecar), its init container last.
+        let volume = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| {
+                v["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("azure-workload-identity-reserved-")
+            })
+            .unwrap();
+        assert_eq!(volume["name"].as_str().unwrap().len(), 63);
+        let sources = volume["projected"]["sources"].as_array().unwrap();
+        assert_eq!(
+            sources[0]["serviceAccountToken"]["audience"],
+            "api://AKSIdentityBinding"
+        );
+        assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+        assert_eq!(
+            sources[1]["configMap"]["items"][0]["path"],
+            "ca-cert/ca.crt"
+        );
+        let inits: Vec<&str> = spec["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(inits, vec!["azwi-proxy", "migrate", "azwi-proxy-init"]);
+        assert_eq!(spec["initContainers"][0]["restartPolicy"], "Always");
+        let env: Vec<&str> = spec["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            env,
+            vec![
+                "AZURE_CLIENT_ID",
+                "AZURE_TENANT_ID",
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "AZURE_AUTHORITY_HOST",
+                "AZURE_KUBERNETES_TOKEN_PROXY",
+                "AZURE_KUBERNETES_SNI_NAME",
+                "AZURE_KUBERNETES_CA_FILE"
+            ]
+        );
+        // And the whole pod, against the prediction defaulted by the same API server.
+        let mut prediction = prediction;
+        if let Some(name) = prediction["metadata"]["name"].as_str() {
+            prediction["metadata"]["name"] = json!(format!("{name}-predicted"));
+        }
+        let expected = create_pod(&client, ns, &prediction, true).await.unwrap();
+        assert_eq!(compact(&normalise(&stored)), compact(&normalise(&expected)));
+    }
 }

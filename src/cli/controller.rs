@@ -123,7 +123,7 @@ impl ControllerArgs {
             .unwrap_or_else(|| "keywire-controller".to_string());
         Ok(Config {
             metrics_listen: self.metrics_listen,
-            settings: self.defaults.settings(),
+            settings: self.defaults.settings()?,
             identity: IdentitySettings {
                 authority_host: self.defaults.authority_host.clone(),
                 token_audience: self.token_audience.clone(),

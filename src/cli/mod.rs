@@ -9,6 +9,7 @@ use std::path::Path;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::core::azure;
 use crate::core::plan::{DEFAULT_AUTHORITY_HOST, DEFAULT_CLOUD_NAME, Settings};
 
 pub mod certs;
@@ -57,17 +58,169 @@ pub struct DefaultsArgs {
     /// cloudName written into materialised SecretProviderClasses.
     #[arg(long, env = "KEYWIRE_CLOUD_NAME", default_value = DEFAULT_CLOUD_NAME)]
     pub cloud_name: String,
+    #[command(flatten)]
+    pub workload_identity: WorkloadIdentityArgs,
+}
+
+/// How workload identity is wired, for keywire's own pods and the Azure Workload Identity
+/// drop-in alike (upstream's flags and environment, under these names).
+#[derive(Debug, Clone, Args)]
+pub struct WorkloadIdentityArgs {
+    /// Token layout: v1.6 (upstream v1.6.0: volume azure-workload-identity-reserved-<hash> at
+    /// /var/run/secrets/azure/wi) or v1.5 (azure-identity-token at /var/run/secrets/azure/tokens).
+    #[arg(long, default_value = "v1.6", value_parser = ["v1.6", "v1.5"])]
+    pub workload_identity_layout: String,
+    /// Audience of the projected token (upstream's --audience).
+    #[arg(long, default_value = crate::core::azure::DEFAULT_AUDIENCE)]
+    pub workload_identity_audience: String,
+    /// Pods annotated azure.workload.identity/use-<SUFFIX>: "true" get the custom token endpoint
+    /// (AKS identity bindings). Needs --custom-token-endpoint-audience.
+    #[arg(long)]
+    pub custom_token_endpoint_annotation_suffix: Option<String>,
+    /// The custom token endpoint's token audience (not api://AzureADTokenExchange).
+    #[arg(long)]
+    pub custom_token_endpoint_audience: Option<String>,
+    /// AZURE_KUBERNETES_TOKEN_PROXY for custom-token-endpoint pods.
+    #[arg(long, env = "AZURE_KUBERNETES_TOKEN_PROXY")]
+    pub azure_kubernetes_token_proxy: Option<String>,
+    /// AZURE_KUBERNETES_SNI_NAME for custom-token-endpoint pods.
+    #[arg(long, env = "AZURE_KUBERNETES_SNI_NAME")]
+    pub azure_kubernetes_sni_name: Option<String>,
+    /// The endpoint's CA, passed as AZURE_KUBERNETES_CA_DATA (one CA source at most).
+    #[arg(long, env = "AZURE_KUBERNETES_CA_DATA")]
+    pub azure_kubernetes_ca_data: Option<String>,
+    /// The endpoint's CA from this ConfigMap's ca.crt, projected at ca-cert/ca.crt.
+    #[arg(long, env = "AZURE_KUBERNETES_CA_CONFIGMAP_NAME")]
+    pub azure_kubernetes_ca_configmap_name: Option<String>,
+    /// The endpoint's CA from a ClusterTrustBundle projection of this signer.
+    #[arg(long, env = "AZURE_KUBERNETES_CA_CTB_SIGNER_NAME")]
+    pub azure_kubernetes_ca_ctb_signer_name: Option<String>,
+    /// The ClusterTrustBundle projection's label selector, as JSON.
+    #[arg(long, env = "AZURE_KUBERNETES_CA_CTB_LABEL_SELECTOR")]
+    pub azure_kubernetes_ca_ctb_label_selector: Option<String>,
+    /// Image of the azwi-proxy sidecar.
+    #[arg(long, env = "PROXY_IMAGE", default_value = crate::core::azure::DEFAULT_PROXY_IMAGE)]
+    pub proxy_image: String,
+    /// Image of the azwi-proxy-init init container.
+    #[arg(long, env = "PROXY_INIT_IMAGE", default_value = crate::core::azure::DEFAULT_PROXY_INIT_IMAGE)]
+    pub proxy_init_image: String,
+    /// --log-level given to the proxy sidecar.
+    #[arg(long, default_value = "info")]
+    pub proxy_log_level: String,
+    /// The cluster's Kubernetes version: from 1.32 the proxy is a native sidecar. The webhook
+    /// asks the API server when this is not given; offline it defaults to 1.35.
+    #[arg(long)]
+    pub kubernetes_version: Option<String>,
+}
+
+fn some(v: &Option<String>) -> Option<String> {
+    v.clone().filter(|s| !s.is_empty())
+}
+
+impl WorkloadIdentityArgs {
+    /// The settings, checked as upstream checks them at start-up; errors name the flag.
+    pub fn settings(&self) -> Result<azure::Settings, String> {
+        use crate::core::azure::{CaSource, CustomTokenEndpoint, Layout, ProxySettings};
+        let layout = Layout::parse(&self.workload_identity_layout).ok_or_else(|| {
+            format!(
+                "--workload-identity-layout {:?}: v1.6 or v1.5",
+                self.workload_identity_layout
+            )
+        })?;
+        let native_sidecars = match &self.kubernetes_version {
+            Some(v) => azure::has_native_sidecars(v).ok_or_else(|| {
+                format!("--kubernetes-version {v:?}: a version like 1.35 or v1.35.4")
+            })?,
+            None => true,
+        };
+        let custom_token_endpoint = match (
+            some(&self.custom_token_endpoint_annotation_suffix),
+            some(&self.custom_token_endpoint_audience),
+        ) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err("--custom-token-endpoint-audience is needed with --custom-token-endpoint-annotation-suffix".into());
+            }
+            (None, Some(_)) => {
+                return Err("--custom-token-endpoint-annotation-suffix is needed with --custom-token-endpoint-audience".into());
+            }
+            (Some(suffix), Some(audience)) => {
+                if audience.eq_ignore_ascii_case(azure::DEFAULT_AUDIENCE) {
+                    return Err(format!(
+                        "--custom-token-endpoint-audience {audience:?}: must differ from {}",
+                        azure::DEFAULT_AUDIENCE
+                    ));
+                }
+                let key = format!("{}{}", crate::core::annotations::azure::USE_PREFIX, suffix);
+                let name = &key["azure.workload.identity/".len()..];
+                let valid = name.len() <= 63
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+                if !valid {
+                    return Err(format!(
+                        "--custom-token-endpoint-annotation-suffix {suffix:?}: {key} is not a valid annotation key"
+                    ));
+                }
+                let sources = [
+                    some(&self.azure_kubernetes_ca_data).map(CaSource::Data),
+                    some(&self.azure_kubernetes_ca_configmap_name).map(CaSource::ConfigMap),
+                    some(&self.azure_kubernetes_ca_ctb_signer_name).map(|signer_name| {
+                        CaSource::ClusterTrustBundle {
+                            signer_name,
+                            label_selector: None,
+                        }
+                    }),
+                ];
+                let mut set: Vec<CaSource> = sources.into_iter().flatten().collect();
+                if set.len() > 1 {
+                    return Err("only one of --azure-kubernetes-ca-data, --azure-kubernetes-ca-configmap-name and --azure-kubernetes-ca-ctb-signer-name can be set".into());
+                }
+                let mut ca = set.pop().unwrap_or_default();
+                if let Some(selector) = some(&self.azure_kubernetes_ca_ctb_label_selector) {
+                    let CaSource::ClusterTrustBundle { label_selector, .. } = &mut ca else {
+                        return Err("--azure-kubernetes-ca-ctb-label-selector needs --azure-kubernetes-ca-ctb-signer-name".into());
+                    };
+                    let parsed: serde_json::Value = serde_json::from_str(&selector).map_err(|e| {
+                        format!("--azure-kubernetes-ca-ctb-label-selector: not a JSON label selector: {e}")
+                    })?;
+                    *label_selector = Some(parsed);
+                }
+                Some(CustomTokenEndpoint {
+                    annotation_suffix: suffix,
+                    audience,
+                    token_proxy: some(&self.azure_kubernetes_token_proxy),
+                    sni_name: some(&self.azure_kubernetes_sni_name),
+                    ca,
+                })
+            }
+        };
+        Ok(azure::Settings {
+            layout,
+            audience: self.workload_identity_audience.clone(),
+            custom_token_endpoint,
+            proxy: ProxySettings {
+                image: self.proxy_image.clone(),
+                init_image: self.proxy_init_image.clone(),
+                log_level: self.proxy_log_level.clone(),
+            },
+            native_sidecars,
+        })
+    }
 }
 
 impl DefaultsArgs {
-    pub fn settings(&self) -> Settings {
-        Settings {
+    pub fn settings(&self) -> Result<Settings, String> {
+        Ok(Settings {
             default_tenant_id: self.tenant_id.clone().filter(|t| !t.is_empty()),
             authority_host: self.authority_host.clone(),
             cloud_name: self.cloud_name.clone(),
             default_mount_path: None,
             default_identity: None,
-        }
+            workload_identity: self.workload_identity.settings()?,
+        })
     }
 }
 

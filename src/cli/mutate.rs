@@ -119,7 +119,10 @@ pub fn run(args: &MutateArgs) -> i32 {
             return bad(e);
         }
     }
-    let settings = args.defaults.settings();
+    let settings = match args.defaults.settings() {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
     let mutated: Vec<(String, workload::Mutated)> = objects
         .iter()
         .map(|(file, o)| {

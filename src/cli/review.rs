@@ -30,8 +30,8 @@ pub fn run(args: &ReviewArgs) -> i32 {
         } else {
             admission::Endpoint::Mutate
         };
-        admission::review(body.as_bytes(), endpoint, &state, &args.defaults.settings())
-            .map_err(|e| e.to_string())
+        let settings = args.defaults.settings()?;
+        admission::review(body.as_bytes(), endpoint, &state, &settings).map_err(|e| e.to_string())
     })();
     match result {
         Ok(reviewed) => {

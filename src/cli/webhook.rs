@@ -167,13 +167,21 @@ pub fn run(args: WebhookArgs) -> i32 {
         },
         None => None,
     };
+    let settings = match args.defaults.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("keywire webhook: {}", one_line(e));
+            return EXIT_BAD_INPUT;
+        }
+    };
     let config = WebhookConfig {
         listen: args.listen,
         tls_cert_file: args.tls_cert_file,
         tls_key_file: args.tls_key_file,
         metrics_listen: args.metrics_listen,
         cluster_state: lookups,
-        settings: args.defaults.settings(),
+        settings,
+        discover_kubernetes_version: args.defaults.workload_identity.kubernetes_version.is_none(),
         max_body_bytes: args.max_body_bytes,
         header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),

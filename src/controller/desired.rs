@@ -39,6 +39,8 @@ pub struct Consumer {
     pub uid: String,
     /// The pod, or the pod template (`metadata` with labels and annotations, and `spec`).
     pub pod: Value,
+    /// Other pods with exactly this content (one ReplicaSet's): judged once, counted each.
+    pub duplicates: Vec<ConsumerRef>,
 }
 
 /// Names a consumer in Events and reports.
@@ -58,6 +60,11 @@ impl Consumer {
             name: self.name.clone(),
             uid: self.uid.clone(),
         }
+    }
+
+    /// This consumer and its duplicates.
+    pub fn references(&self) -> impl Iterator<Item = ConsumerRef> + '_ {
+        std::iter::once(self.reference()).chain(self.duplicates.iter().cloned())
     }
 
     fn wants_restart(&self) -> bool {
@@ -278,6 +285,16 @@ fn fetch_identity(identity: &Identity, config: &InlineConfig, sa: &str) -> Optio
     })
 }
 
+/// `consumer` and its duplicates are not served, for `reason`.
+fn reject(rejected: &mut Vec<Rejection>, consumer: &Consumer, reason: String) {
+    for c in consumer.references() {
+        rejected.push(Rejection {
+            consumer: c,
+            reason: reason.clone(),
+        });
+    }
+}
+
 /// The desired state of one namespace.
 pub fn desired(inputs: &Inputs<'_>) -> Desired {
     let mut consumers: Vec<&Consumer> = inputs.consumers.iter().collect();
@@ -316,24 +333,22 @@ pub fn desired(inputs: &Inputs<'_>) -> Desired {
         ) {
             Ok(plan) => plan,
             Err(reason) => {
-                rejected.push(Rejection {
-                    consumer: reference,
-                    reason,
-                });
+                reject(&mut rejected, consumer, reason);
                 continue;
             }
         };
         let Some(config) = &plan.inline else {
             if plan.sync_secret.is_some() {
-                rejected.push(Rejection {
-                    consumer: reference,
-                    reason: format!(
+                reject(
+                    &mut rejected,
+                    consumer,
+                    format!(
                         "SecretProviderClass {} is the team's own: keywire syncs Secrets only for configs it materialises ({} and {})",
                         plan.class_name,
                         annotations::KEYVAULT,
                         annotations::OBJECTS
                     ),
-                });
+                );
             }
             continue;
         };
@@ -346,18 +361,19 @@ pub fn desired(inputs: &Inputs<'_>) -> Desired {
                 consumers: Vec::new(),
             })
             .consumers
-            .push(reference.clone());
+            .extend(consumer.references());
         let Some(secret_name) = &plan.sync_secret else {
             continue;
         };
         let Some(identity) = fetch_identity(&plan.identity, config, &plan.service_account) else {
-            rejected.push(Rejection {
-                consumer: reference,
-                reason: format!(
+            reject(
+                &mut rejected,
+                consumer,
+                format!(
                     "{}=pod-identity cannot be used to sync {secret_name}: AAD Pod Identity is retired; use workload",
                     annotations::IDENTITY
                 ),
-            });
+            );
             continue;
         };
         let entry = secrets
@@ -375,17 +391,18 @@ pub fn desired(inputs: &Inputs<'_>) -> Desired {
         if entry.class != plan.class_name {
             // Two configs name one Secret with keywire.dev/sync-secret: the first (by kind and
             // name) keeps it.
-            rejected.push(Rejection {
-                consumer: reference,
-                reason: format!(
+            reject(
+                &mut rejected,
+                consumer,
+                format!(
                     "{}={secret_name} is already the synced Secret of another config ({})",
                     annotations::SYNC_SECRET,
                     entry.class
                 ),
-            });
+            );
             continue;
         }
-        entry.consumers.push(reference.clone());
+        entry.consumers.extend(consumer.references());
         if consumer.wants_restart() {
             entry.restart.push(reference);
         }
@@ -448,6 +465,7 @@ mod tests {
             name: name.into(),
             uid: format!("uid-{name}"),
             pod,
+            duplicates: Vec::new(),
         }
     }
 
@@ -508,6 +526,30 @@ mod tests {
                 (ObjectType::Cert, "tls".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn duplicates_are_judged_once_and_counted_each() {
+        let state = cluster(fixtures::NAMESPACE);
+        let mut c = consumer("Pod", "web-0", inline(json!({})));
+        c.duplicates = (1..50)
+            .map(|i| consumer("Pod", &format!("web-{i}"), Value::Null).reference())
+            .collect();
+        let d = run(std::slice::from_ref(&c), &state);
+        assert_eq!(d.classes[0].consumers.len(), 50);
+        assert_eq!(d.secrets[0].consumers.len(), 50);
+        let mut bad = consumer(
+            "Pod",
+            "bad-0",
+            inline(json!({"keywire.dev/identity": "magic"})),
+        );
+        bad.duplicates = vec![consumer("Pod", "bad-1", Value::Null).reference()];
+        let names: Vec<String> = run(&[bad], &state)
+            .rejected
+            .iter()
+            .map(|r| r.consumer.name.clone())
+            .collect();
+        assert_eq!(names, vec!["bad-0", "bad-1"]);
     }
 
     #[test]

@@ -353,15 +353,7 @@ async fn lead(
     let (pods, pods_w) = reflector::store();
     let pod_stream = watcher(Api::<Pod>::all(client.clone()), opted_in)
         .default_backoff()
-        .modify(|p: &mut Pod| {
-            reconcile::strip_metadata(&mut p.metadata);
-            if let Some(s) = p.status.as_mut() {
-                *s = k8s_openapi::api::core::v1::PodStatus {
-                    phase: s.phase.take(),
-                    ..Default::default()
-                };
-            }
-        })
+        .modify(reconcile::strip_pod)
         .reflect(pods_w)
         .touched_objects();
 

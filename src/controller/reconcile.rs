@@ -153,9 +153,12 @@ impl Context {
                 name: object.name_any(),
                 uid: object.uid().unwrap_or_default(),
                 pod,
+                duplicates: Vec::new(),
             })
         }
-        let mut out = Vec::new();
+        let mut out: Vec<Consumer> = Vec::new();
+        // Pods of one template are judged once: the rest ride along as duplicates.
+        let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
         for pod in self.stores.pods.state() {
             let done = pod
                 .status
@@ -168,6 +171,26 @@ impl Context {
             {
                 continue;
             }
+            let reference = ConsumerRef {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: pod.name_any(),
+                uid: pod.uid().unwrap_or_default(),
+            };
+            let signature = {
+                use sha2::Digest;
+                let bytes = serde_json::to_vec(&(
+                    &pod.metadata.labels,
+                    &pod.metadata.annotations,
+                    &pod.spec,
+                ))
+                .unwrap_or_default();
+                sha2::Sha256::digest(&bytes).to_vec()
+            };
+            if let Some(&i) = seen.get(&signature) {
+                out[i].duplicates.push(reference);
+                continue;
+            }
             let mut value = json!({
                 "metadata": {
                     "labels": pod.metadata.labels,
@@ -178,12 +201,14 @@ impl Context {
             if let Some(name) = &pod.metadata.name {
                 value["metadata"]["name"] = json!(name);
             }
+            seen.insert(signature, out.len());
             out.push(Consumer {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                name: pod.name_any(),
-                uid: pod.uid().unwrap_or_default(),
+                api_version: reference.api_version,
+                kind: reference.kind,
+                name: reference.name,
+                uid: reference.uid,
                 pod: value,
+                duplicates: Vec::new(),
             });
         }
         fn templates<W: Workload>(store: &Store<W>, namespace: &str, out: &mut Vec<Consumer>) {
@@ -486,8 +511,17 @@ async fn reconcile_namespace(
     });
 
     publish_report(namespace, &want, ctx).await?;
+    let mut pods_told: HashMap<&str, usize> = HashMap::new();
     for r in &want.rejected {
         ctx.metrics.error("rejected");
+        // Every workload hears about it; of a config's many pods, only a few.
+        if r.consumer.kind == "Pod" {
+            let told = pods_told.entry(r.reason.as_str()).or_default();
+            *told += 1;
+            if *told > 5 {
+                continue;
+            }
+        }
         ctx.event(
             &reference(namespace, &r.consumer),
             EventType::Warning,
@@ -906,11 +940,59 @@ pub fn namespace_of<K: ResourceExt>(object: &K) -> Option<ObjectRef<Namespace>> 
     object.namespace().map(|ns| ObjectRef::new(&ns))
 }
 
-/// A manifest's `Value` of any object, unused fields stripped, for the stores to stay small.
+/// What the stores keep of any object's metadata: no managed fields, no last-applied copy.
 pub fn strip_metadata(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// What the stores keep of a pod (template) spec: only what the contract and the policy rules
+/// read (ServiceAccount, container names, env, mounts, Secrets Store and projected volumes,
+/// hostNetwork), so a thousand pods cost little memory.
+pub fn strip_pod_spec(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    fn container(c: &Container) -> Container {
+        Container {
+            name: c.name.clone(),
+            env: c.env.clone(),
+            volume_mounts: c.volume_mounts.clone(),
+            restart_policy: c.restart_policy.clone(),
+            ..Container::default()
+        }
+    }
+    let volumes = spec.volumes.take().map(|vs| {
+        vs.into_iter()
+            .filter(|v| v.csi.is_some() || v.projected.is_some())
+            .collect::<Vec<_>>()
+    });
+    *spec = PodSpec {
+        service_account_name: spec.service_account_name.take(),
+        service_account: spec.service_account.take(),
+        host_network: spec.host_network,
+        containers: spec.containers.iter().map(container).collect(),
+        init_containers: spec
+            .init_containers
+            .as_ref()
+            .map(|cs| cs.iter().map(container).collect()),
+        volumes,
+        ..PodSpec::default()
+    };
+}
+
+/// What the stores keep of a pod: its stripped spec and the phase of its status.
+pub fn strip_pod(p: &mut Pod) {
+    strip_metadata(&mut p.metadata);
+    p.metadata.owner_references = None;
+    if let Some(spec) = p.spec.as_mut() {
+        strip_pod_spec(spec);
+    }
+    if let Some(s) = p.status.as_mut() {
+        *s = k8s_openapi::api::core::v1::PodStatus {
+            phase: s.phase.take(),
+            ..Default::default()
+        };
     }
 }
 
@@ -934,6 +1016,8 @@ pub fn strip_template(template: &mut PodTemplateSpec) {
         if let Some(m) = template.metadata.as_mut() {
             m.annotations = None;
         }
+    } else if let Some(spec) = template.spec.as_mut() {
+        strip_pod_spec(spec);
     }
 }
 
@@ -942,4 +1026,39 @@ pub fn strip_secret(secret: &mut Secret) {
     strip_metadata(&mut secret.metadata);
     secret.data = None;
     secret.string_data = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::engine;
+    use crate::fixtures;
+    use serde_json::json;
+
+    /// The stores keep only what the contract and the rules read: the controller's verdict on a
+    /// stripped pod is the verdict on the whole pod.
+    #[test]
+    fn stripped_pods_are_judged_as_whole_ones() {
+        let state = fixtures::cluster(fixtures::NAMESPACE);
+        let mut whole = fixtures::replica_pod(3);
+        whole["spec"]["affinity"] = json!({"nodeAffinity": {}});
+        let d = engine::decide(&whole, fixtures::NAMESPACE, &state, &Settings::default());
+        crate::core::patch::apply(&mut whole, d.patch()).unwrap();
+        let mut pod: Pod = serde_json::from_value(whole.clone()).unwrap();
+        strip_pod(&mut pod);
+        let stripped = serde_json::to_value(&pod).unwrap();
+        assert!(stripped["spec"]["containers"][0].get("image").is_none());
+        assert!(stripped["spec"].get("affinity").is_none());
+        assert_eq!(
+            stripped["spec"]["volumes"].as_array().unwrap().len(),
+            2,
+            "CSI and token only"
+        );
+        let s = Settings::default();
+        assert_eq!(
+            engine::judge(&stripped, fixtures::NAMESPACE, &state, &s),
+            engine::judge(&whole, fixtures::NAMESPACE, &state, &s)
+        );
+        assert!(engine::judge(&stripped, fixtures::NAMESPACE, &state, &s).is_ok());
+    }
 }

@@ -51,6 +51,11 @@ pub mod azure {
     pub const TENANT_ID: &str = "azure.workload.identity/tenant-id";
     pub const TOKEN_EXPIRATION: &str = "azure.workload.identity/service-account-token-expiration";
     pub const SKIP_CONTAINERS: &str = "azure.workload.identity/skip-containers";
+    /// Present (whatever its value): inject the IMDS proxy sidecar.
+    pub const INJECT_PROXY_SIDECAR: &str = "azure.workload.identity/inject-proxy-sidecar";
+    pub const PROXY_SIDECAR_PORT: &str = "azure.workload.identity/proxy-sidecar-port";
+    /// `use-<suffix>: "true"` asks for the custom token endpoint the operator configured.
+    pub const USE_PREFIX: &str = "azure.workload.identity/use-";
 }
 
 pub const DEFAULT_MOUNT_PATH: &str = "/mnt/secrets-store";
@@ -189,6 +194,10 @@ pub struct InjectionRequest {
 pub struct AzureWorkloadIdentityRequest {
     pub token_expiration: Option<i64>,
     pub skip_containers: Vec<String>,
+    /// `inject-proxy-sidecar` is present: the proxy's port.
+    pub proxy_port: Option<i32>,
+    /// `inject-proxy-sidecar`'s value when it is not "true" (the sidecar is injected anyway).
+    pub proxy_value: Option<String>,
 }
 
 pub type Annotations = BTreeMap<String, String>;
@@ -334,11 +343,30 @@ pub fn parse(annotations: &Annotations) -> Result<InjectionRequest, Malformed> {
 }
 
 pub fn parse_azure(annotations: &Annotations) -> Result<AzureWorkloadIdentityRequest, Malformed> {
+    let proxy = annotations.get(azure::INJECT_PROXY_SIDECAR);
+    let proxy_port = match (proxy, annotations.get(azure::PROXY_SIDECAR_PORT)) {
+        (None, _) => None,
+        (Some(_), None) => Some(crate::core::azure::DEFAULT_PROXY_PORT),
+        (Some(_), Some(v)) => match v.parse::<i32>() {
+            Ok(p) if (1..=65535).contains(&p) => Some(p),
+            _ => {
+                return Err(Malformed::new(
+                    azure::PROXY_SIDECAR_PORT,
+                    v,
+                    "a port number from 1 to 65535",
+                ));
+            }
+        },
+    };
     Ok(AzureWorkloadIdentityRequest {
+        // Upstream treats an empty expiration like a missing one.
         token_expiration: annotations
             .get(azure::TOKEN_EXPIRATION)
+            .filter(|v| !v.is_empty())
             .map(|v| token_expiration(azure::TOKEN_EXPIRATION, v))
             .transpose()?,
+        proxy_port,
+        proxy_value: proxy.filter(|v| v.as_str() != "true").cloned(),
         skip_containers: annotations
             .get(azure::SKIP_CONTAINERS)
             .map(|v| {

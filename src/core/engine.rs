@@ -262,7 +262,7 @@ pub fn decide_at(
                     .to_string(),
             );
         }
-        wiring.add_plan(&plan, settings);
+        wiring.add_plan(&plan, &view, settings);
         keywire_plan = Some(plan);
     }
     if azure {
@@ -270,6 +270,12 @@ pub fn decide_at(
             Ok(r) => r,
             Err(e) => return Decision::new(Outcome::Denied(e.to_string()), warnings),
         };
+        if let Some(v) = &request.proxy_value {
+            warnings.push(format!(
+                "{}={v:?} still injects the proxy sidecar (only the key counts)",
+                annotations::azure::INJECT_PROXY_SIDECAR
+            ));
+        }
         match plan::resolve_azure(&request, &view, namespace, lookups, settings) {
             Ok(p) => {
                 if p.client_id.is_none() {
@@ -279,7 +285,7 @@ pub fn decide_at(
                         annotations::azure::CLIENT_ID
                     ));
                 }
-                wiring.add_azure(&p, settings);
+                wiring.add_azure(&p, &view, settings);
                 azure_plan = Some(p);
             }
             Err(e) => return Decision::new(Outcome::Denied(e), warnings),

@@ -10,6 +10,10 @@ use crate::fixtures::{
     keywire_pod, pod_with as pod,
 };
 
+/// The v1.6 token volume of a pod named `p`: `azure-workload-identity-reserved-` and 30 hex
+/// characters of sha256("p").
+const TOKEN_VOLUME: &str = "azure-workload-identity-reserved-148de9c5a7a44d19e56cd9ae1a554b";
+
 fn run(p: &Value) -> Decision {
     decide(p, "prod", &cluster("prod"), &Settings::default())
 }
@@ -31,15 +35,15 @@ fn denial(p: &Value) -> String {
 }
 
 fn token_volume(expiration: i64) -> Value {
-    json!({"name": "azure-identity-token", "projected": {"sources": [{"serviceAccountToken": {
-        "audience": "api://AzureADTokenExchange", "expirationSeconds": expiration, "path": "azure-identity-token"}}]}})
+    json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+        "audience": "api://AzureADTokenExchange", "expirationSeconds": expiration, "path": "token/azure-identity-token"}}]}})
 }
 
 fn wi_env(client: &str) -> Vec<Value> {
     vec![
         json!({"name": "AZURE_CLIENT_ID", "value": client}),
         json!({"name": "AZURE_TENANT_ID", "value": TENANT}),
-        json!({"name": "AZURE_FEDERATED_TOKEN_FILE", "value": "/var/run/secrets/azure/tokens/azure-identity-token"}),
+        json!({"name": "AZURE_FEDERATED_TOKEN_FILE", "value": "/var/run/secrets/azure/wi/token/azure-identity-token"}),
         json!({"name": "AZURE_AUTHORITY_HOST", "value": "https://login.microsoftonline.com/"}),
     ]
 }
@@ -100,7 +104,7 @@ fn inline_workload_identity_pod_is_wired_completely() {
                 "containers": [{"name": "app", "image": "busybox",
                     "volumeMounts": [
                         {"name": "keywire-secrets-store", "mountPath": "/mnt/secrets-store", "readOnly": true},
-                        {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true}],
+                        {"name": TOKEN_VOLUME, "mountPath": "/var/run/secrets/azure/wi", "readOnly": true}],
                     "env": env}],
                 "volumes": [
                     {"name": "keywire-secrets-store", "csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": true,
@@ -518,7 +522,8 @@ fn azure_workload_identity_drop_in_matches_that_webhook() {
     );
     let (out, warnings) = admitted(&p);
     assert!(warnings.is_empty());
-    let mount = json!({"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true});
+    let mount =
+        json!({"name": TOKEN_VOLUME, "mountPath": "/var/run/secrets/azure/wi", "readOnly": true});
     assert_eq!(
         out,
         json!({"apiVersion": "v1", "kind": "Pod",
@@ -634,10 +639,7 @@ fn both_labels_share_one_token_volume() {
         .iter()
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        volumes,
-        vec!["keywire-secrets-store", "azure-identity-token"]
-    );
+    assert_eq!(volumes, vec!["keywire-secrets-store", TOKEN_VOLUME]);
     assert_eq!(out["spec"]["containers"][0]["env"], json!(wi_env(CLIENT)));
     assert_eq!(
         out["spec"]["initContainers"][0]["env"],
@@ -652,4 +654,36 @@ fn warnings_are_clipped() {
     let w = clip(long);
     assert_eq!(w.chars().count(), MAX_WARNING_LEN);
     assert!(w.ends_with("..."));
+}
+
+#[test]
+fn proxy_annotation_injects_whatever_its_value_and_says_so() {
+    for value in ["false", "no", ""] {
+        let p = azure_pod(
+            json!({"azure.workload.identity/inject-proxy-sidecar": value}),
+            json!({"serviceAccountName": "app", "containers": [{"name": "app"}]}),
+        );
+        let (out, warnings) = admitted(&p);
+        let inits: Vec<&str> = out["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            inits,
+            vec!["azwi-proxy", "azwi-proxy-init"],
+            "value {value:?}"
+        );
+        let expected = format!(
+            "azure.workload.identity/inject-proxy-sidecar={value:?} still injects the proxy sidecar (only the key counts)"
+        );
+        assert!(expected.len() <= 120, "{expected}");
+        assert_eq!(warnings, vec![expected]);
+    }
+    let p = azure_pod(
+        json!({"azure.workload.identity/inject-proxy-sidecar": "true"}),
+        json!({"serviceAccountName": "app", "containers": [{"name": "app"}]}),
+    );
+    assert_eq!(admitted(&p).1, Vec::<String>::new());
 }

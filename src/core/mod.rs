@@ -2,9 +2,11 @@
 //! function. Synchronous functions over plain data: no tokio, no kube client, no files.
 //!
 //! Layers, lowest first (a module only uses the ones above it):
-//! `annotations` -> `policy` -> `lookup` -> `plan` -> `patch` -> `rules` -> `engine` -> `workload`.
+//! `azure` -> `annotations` -> `policy` -> `lookup` -> `plan` -> `patch` -> `rules` -> `engine` ->
+//! `workload`.
 
 pub mod annotations;
+pub mod azure;
 pub mod engine;
 pub mod lookup;
 pub mod patch;

@@ -6,9 +6,10 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::core::plan::{ContainerKind, Wiring};
+use crate::core::plan::{self, ContainerKind, Wiring};
 
-/// One RFC 6902 `add`: the only operation keywire emits.
+/// One RFC 6902 operation: `add`, or `replace` for the v1.6 token volume and its mounts, whose
+/// name the Azure Workload Identity webhook reserves. Never `remove`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PatchOp {
     op: &'static str,
@@ -20,6 +21,14 @@ impl PatchOp {
     pub fn add(path: String, value: Value) -> Self {
         PatchOp {
             op: "add",
+            path,
+            value,
+        }
+    }
+
+    pub fn replace(path: String, value: Value) -> Self {
+        PatchOp {
+            op: "replace",
             path,
             value,
         }
@@ -60,11 +69,12 @@ fn is_subset(desired: &Value, actual: &Value) -> bool {
     }
 }
 
-fn named<'a>(items: Option<&'a Value>, name: &Value) -> Option<&'a Value> {
+fn named<'a>(items: Option<&'a Value>, name: &Value) -> Option<(usize, &'a Value)> {
     items?
         .as_array()?
         .iter()
-        .find(|i| i.get("name") == Some(name))
+        .enumerate()
+        .find(|(_, i)| i.get("name") == Some(name))
 }
 
 /// Appends `new` items to the array at `path`, or adds the array whole if it is missing.
@@ -92,13 +102,23 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
 
     let volumes = spec.get("volumes");
     let mut new_volumes = Vec::new();
+    let replaceable = |name: &Value| {
+        name.as_str()
+            .is_some_and(|n| wiring.replaceable.iter().any(|r| r == n))
+    };
     for volume in &wiring.volumes {
         match named(volumes, &volume["name"]) {
             // CSI attributes override the SecretProviderClass in the driver: they must match exactly.
-            Some(existing)
+            Some((_, existing))
                 if is_subset(volume, existing)
                     && (volume.get("csi").is_none()
                         || existing.get("csi") == volume.get("csi")) => {}
+            Some((i, _)) if replaceable(&volume["name"]) => {
+                ops.push(PatchOp::replace(
+                    format!("/spec/volumes/{i}"),
+                    volume.clone(),
+                ));
+            }
             Some(_) => {
                 return Err(format!(
                     "volume name clash: the pod already has a volume named {} that keywire did not inject",
@@ -129,8 +149,15 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
             let mounts = container.get("volumeMounts");
             let mut new_mounts = Vec::new();
             for m in &wired.mounts {
-                if let Some(existing) = named(mounts, &m["name"]) {
+                if let Some((i, existing)) = named(mounts, &m["name"]) {
                     if is_subset(m, existing) {
+                        continue;
+                    }
+                    if replaceable(&m["name"]) {
+                        ops.push(PatchOp::replace(
+                            format!("{base}/volumeMounts/{i}"),
+                            m.clone(),
+                        ));
                         continue;
                     }
                     return Err(format!(
@@ -160,7 +187,7 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
             let mut new_env = Vec::new();
             for e in &wired.env {
                 match named(env, &e["name"]) {
-                    Some(existing) if is_subset(e, existing) => {}
+                    Some((_, existing)) if is_subset(e, existing) => {}
                     Some(_) => warnings.push(format!(
                         "container {:?} sets {} itself; keywire's value was not injected",
                         wired.name,
@@ -170,6 +197,33 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
                 }
             }
             append(&mut ops, env, &format!("{base}/env"), new_env);
+        }
+    }
+
+    // New containers go in after every operation that addresses existing ones by index.
+    for kind in [ContainerKind::Init, ContainerKind::Regular] {
+        let path = format!("/spec/{}", kind.field());
+        let new: Vec<&plan::NewContainer> = wiring
+            .new_containers
+            .iter()
+            .filter(|c| c.kind == kind)
+            .collect();
+        if new.is_empty() {
+            continue;
+        }
+        if spec.get(kind.field()).is_some_and(Value::is_array) {
+            for c in &new {
+                let at = if c.first { "0" } else { "-" };
+                ops.push(PatchOp::add(format!("{path}/{at}"), c.container.clone()));
+            }
+        } else {
+            let ordered: Vec<Value> = new
+                .iter()
+                .filter(|c| c.first)
+                .chain(new.iter().filter(|c| !c.first))
+                .map(|c| c.container.clone())
+                .collect();
+            ops.push(PatchOp::add(path, Value::Array(ordered)));
         }
     }
 
@@ -226,6 +280,7 @@ mod tests {
                 mounts: vec![json!({"name": "v", "mountPath": "/m", "readOnly": true})],
                 env: vec![json!({"name": "E", "value": "1"})],
             }],
+            ..Wiring::default()
         }
     }
 
@@ -331,5 +386,70 @@ mod tests {
             "injected"
         );
         assert_eq!(pod["spec"]["containers"][0]["env"][0]["name"], "E");
+    }
+
+    #[test]
+    fn reserved_names_are_replaced_and_new_containers_go_in_last() {
+        let mut w = wiring();
+        w.replaceable = vec!["v".into()];
+        w.new_containers = vec![
+            plan::NewContainer {
+                kind: ContainerKind::Init,
+                first: false,
+                container: json!({"name": "last"}),
+            },
+            plan::NewContainer {
+                kind: ContainerKind::Init,
+                first: true,
+                container: json!({"name": "first"}),
+            },
+        ];
+        let pod = json!({"spec": {
+            "volumes": [{"name": "x"}, {"name": "v", "emptyDir": {}}],
+            "initContainers": [{"name": "i"}],
+            "containers": [{"name": "app", "volumeMounts": [{"name": "v", "mountPath": "/old"}]}]}});
+        let (ops, _) = render(&pod, &w).unwrap();
+        let shown: Vec<(String, String)> = serde_json::to_value(&ops)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["op"].as_str().unwrap().to_string(),
+                    o["path"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = shown
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("replace", "/spec/volumes/1"),
+                ("replace", "/spec/containers/0/volumeMounts/0"),
+                ("add", "/spec/containers/0/env"),
+                ("add", "/spec/initContainers/-"),
+                ("add", "/spec/initContainers/0"),
+                ("add", "/metadata"),
+            ]
+        );
+        let mut out = pod.clone();
+        apply(&mut out, &ops).unwrap();
+        let inits: Vec<&str> = out["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(inits, vec!["first", "i", "last"]);
+        assert_eq!(
+            out["spec"]["volumes"][1],
+            json!({"name": "v", "csi": {"driver": "d"}})
+        );
+        // Without the reservation the same pod is a clash.
+        assert!(render(&pod, &wiring()).is_err());
     }
 }

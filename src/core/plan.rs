@@ -12,14 +12,12 @@ use crate::core::annotations::{
     self, AzureWorkloadIdentityRequest, EnvBinding, IdentityMode, InjectionRequest, KeyVaultObject,
     Source,
 };
+use crate::core::azure::{self, CustomTokenEndpoint, Layout};
 use crate::core::lookup::{Lookups, ServiceAccountInfo};
 
 pub const CSI_DRIVER: &str = "secrets-store.csi.k8s.io";
 pub const CSI_VOLUME: &str = "keywire-secrets-store";
-pub const TOKEN_VOLUME: &str = "azure-identity-token";
-pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/azure/tokens";
-pub const TOKEN_FILE: &str = "azure-identity-token";
-pub const TOKEN_AUDIENCE: &str = "api://AzureADTokenExchange";
+pub const TOKEN_AUDIENCE: &str = azure::DEFAULT_AUDIENCE;
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com/";
 pub const DEFAULT_CLOUD_NAME: &str = "AzurePublicCloud";
 
@@ -32,6 +30,8 @@ pub struct Settings {
     /// From policy defaults: used when the pod does not say.
     pub default_mount_path: Option<String>,
     pub default_identity: Option<IdentityMode>,
+    /// The token layout, custom token endpoint and proxy sidecar settings.
+    pub workload_identity: azure::Settings,
 }
 
 impl Default for Settings {
@@ -42,6 +42,7 @@ impl Default for Settings {
             cloud_name: DEFAULT_CLOUD_NAME.to_string(),
             default_mount_path: None,
             default_identity: None,
+            workload_identity: azure::Settings::default(),
         }
     }
 }
@@ -107,6 +108,11 @@ pub struct AzurePlan {
     pub token_expiration: i64,
     pub containers: Vec<String>,
     pub init_containers: Vec<String>,
+    /// The token's audience: the custom token endpoint's, when the pod asked for it.
+    pub audience: String,
+    pub custom_token_endpoint: Option<CustomTokenEndpoint>,
+    /// The proxy sidecar's port, when `inject-proxy-sidecar` is present.
+    pub proxy_port: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,12 +139,25 @@ pub struct ContainerWiring {
     pub env: Vec<Value>,
 }
 
+/// A container keywire adds (the proxy sidecar and its init container), env and mounts included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewContainer {
+    pub kind: ContainerKind,
+    /// First in its list (the sidecar), else last.
+    pub first: bool,
+    pub container: Value,
+}
+
 /// Everything keywire adds to a pod: the input of `patch::render`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Wiring {
     pub annotations: Vec<(String, String)>,
     pub volumes: Vec<Value>,
     pub containers: Vec<ContainerWiring>,
+    /// Names whose existing volume and mounts keywire replaces instead of refusing: the v1.6
+    /// token volume, whose name upstream reserves.
+    pub replaceable: Vec<String>,
+    pub new_containers: Vec<NewContainer>,
 }
 
 /// The few pod fields planning needs.
@@ -149,6 +168,13 @@ pub struct PodView {
     pub service_account: String,
     pub containers: Vec<String>,
     pub init_containers: Vec<String>,
+    /// What upstream hashes into the v1.6 token volume's name: the pod's name, or its
+    /// generateName followed by " (prefix)".
+    pub hash_name: String,
+    pub host_network: bool,
+    /// Token volumes the pod already has, per layout (a pod from a template keywire wired).
+    pub token_volume_v16: Option<String>,
+    pub token_volume_v15: bool,
 }
 
 impl PodView {
@@ -172,12 +198,45 @@ impl PodView {
             .filter(|s| !s.is_empty())
             .unwrap_or("default")
             .to_string();
+        let text = |field: &str| meta.and_then(|m| m.get(field)).and_then(Value::as_str);
+        let hash_name = match text("name").filter(|n| !n.is_empty()) {
+            Some(name) => name.to_string(),
+            None => format!("{} (prefix)", text("generateName").unwrap_or_default()),
+        };
+        let volumes = spec
+            .and_then(|s| s.get("volumes"))
+            .and_then(Value::as_array);
+        let token_volume_v16 = volumes
+            .into_iter()
+            .flatten()
+            .find(|v| Layout::V16.is_token_volume(v))
+            .and_then(|v| v["name"].as_str())
+            .map(str::to_string);
+        let token_volume_v15 = volumes
+            .into_iter()
+            .flatten()
+            .any(|v| Layout::V15.is_token_volume(v));
         PodView {
             labels: annotations::string_map(meta, "labels"),
             annotations: annotations::string_map(meta, "annotations"),
             service_account,
             containers: names("containers"),
             init_containers: names("initContainers"),
+            hash_name,
+            host_network: spec
+                .and_then(|s| s.get("hostNetwork"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            token_volume_v16,
+            token_volume_v15,
+        }
+    }
+
+    /// The token volume's name under `layout`: the one the pod has, else upstream's.
+    pub fn token_volume(&self, layout: Layout) -> String {
+        match (layout, &self.token_volume_v16) {
+            (Layout::V16, Some(existing)) => existing.clone(),
+            _ => layout.volume_name(&self.hash_name),
         }
     }
 }
@@ -346,7 +405,12 @@ pub fn resolve_azure(
             pod.service_account
         ));
     };
-    let sa_annotation = |key: &str| sa.annotations.get(key).filter(|v| !v.is_empty()).cloned();
+    if request.proxy_port.is_some() && pod.host_network {
+        return Err(format!(
+            "annotation {} asks for the proxy sidecar, but the pod has hostNetwork: true (the proxy redirects the pod's own network traffic)",
+            annotations::azure::INJECT_PROXY_SIDECAR
+        ));
+    }
     let token_expiration = match request.token_expiration {
         Some(n) => n,
         None => sa_token_expiration(&sa)?,
@@ -358,13 +422,29 @@ pub fn resolve_azure(
             .cloned()
             .collect()
     };
+    let wi = &settings.workload_identity;
+    let endpoint = wi.custom_token_endpoint.as_ref().filter(|e| {
+        pod.annotations
+            .get(&e.annotation())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    });
     Ok(AzurePlan {
-        client_id: sa_annotation(annotations::azure::CLIENT_ID),
-        tenant_id: sa_annotation(annotations::azure::TENANT_ID)
-            .or_else(|| settings.default_tenant_id.clone()),
+        client_id: sa
+            .annotations
+            .get(annotations::azure::CLIENT_ID)
+            .filter(|v| !v.is_empty())
+            .cloned(),
+        // Upstream: the ServiceAccount's annotation wins when present, even empty.
+        tenant_id: match sa.annotations.get(annotations::azure::TENANT_ID) {
+            Some(t) => Some(t.clone()),
+            None => settings.default_tenant_id.clone(),
+        },
         token_expiration,
         containers: skip(&pod.containers),
         init_containers: skip(&pod.init_containers),
+        audience: endpoint.map_or_else(|| wi.audience.clone(), |e| e.audience.clone()),
+        custom_token_endpoint: endpoint.cloned(),
+        proxy_port: request.proxy_port,
     })
 }
 
@@ -377,7 +457,11 @@ fn token_expiration(
     if let Some(n) = explicit {
         return Ok(n);
     }
-    if let Some(v) = pod.annotations.get(annotations::azure::TOKEN_EXPIRATION) {
+    if let Some(v) = pod
+        .annotations
+        .get(annotations::azure::TOKEN_EXPIRATION)
+        .filter(|v| !v.is_empty())
+    {
         return annotations::token_expiration(annotations::azure::TOKEN_EXPIRATION, v)
             .map_err(|e| e.to_string());
     }
@@ -388,7 +472,11 @@ fn token_expiration(
 }
 
 fn sa_token_expiration(sa: &ServiceAccountInfo) -> Result<i64, String> {
-    match sa.annotations.get(annotations::azure::TOKEN_EXPIRATION) {
+    match sa
+        .annotations
+        .get(annotations::azure::TOKEN_EXPIRATION)
+        .filter(|v| !v.is_empty())
+    {
         Some(v) => annotations::token_expiration(annotations::azure::TOKEN_EXPIRATION, v)
             .map_err(|e| format!("ServiceAccount {}/{}: {e}", sa.namespace, sa.name)),
         None => Ok(annotations::DEFAULT_TOKEN_EXPIRATION),
@@ -485,45 +573,12 @@ fn csi_volume(plan: &Plan) -> Value {
     json!({"name": CSI_VOLUME, "csi": csi})
 }
 
-fn token_volume(expiration: i64) -> Value {
-    json!({
-        "name": TOKEN_VOLUME,
-        "projected": {"sources": [{"serviceAccountToken": {
-            "audience": TOKEN_AUDIENCE,
-            "expirationSeconds": expiration,
-            "path": TOKEN_FILE,
-        }}]},
-    })
-}
-
 fn mount(name: &str, path: &str) -> Value {
     json!({"name": name, "mountPath": path, "readOnly": true})
 }
 
-fn env_value(name: &str, value: &str) -> Value {
-    json!({"name": name, "value": value})
-}
-
-const IDENTITY_ENV: [&str; 4] = [
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_AUTHORITY_HOST",
-];
-
-fn identity_env(client_id: Option<&str>, tenant_id: Option<&str>, authority: &str) -> Vec<Value> {
-    let token_file = format!("{TOKEN_MOUNT_PATH}/{TOKEN_FILE}");
-    IDENTITY_ENV
-        .into_iter()
-        .zip([
-            client_id,
-            tenant_id,
-            Some(token_file.as_str()),
-            Some(authority),
-        ])
-        .filter_map(|(name, value)| Some(env_value(name, value.filter(|v| !v.is_empty())?)))
-        .collect()
-}
+/// The variables keywire's workload identity sets (a user's `keywire.dev/env` may not).
+const IDENTITY_ENV: [&str; 4] = azure::IDENTITY_ENV;
 
 impl Wiring {
     fn container(&mut self, kind: ContainerKind, name: &str) -> &mut ContainerWiring {
@@ -577,8 +632,26 @@ impl Wiring {
             .chain(containers.iter().map(|n| (ContainerKind::Regular, n)))
     }
 
+    /// The token volume and its mount, under the configured layout.
+    fn add_token(
+        &mut self,
+        view: &PodView,
+        settings: &Settings,
+        audience: &str,
+        expiration: i64,
+        ca: &azure::CaSource,
+    ) -> Value {
+        let layout = settings.workload_identity.layout;
+        let name = view.token_volume(layout);
+        self.add_volume(azure::token_volume(&name, layout, audience, expiration, ca));
+        if layout == Layout::V16 && !self.replaceable.contains(&name) {
+            self.replaceable.push(name.clone());
+        }
+        mount(&name, layout.mount_path())
+    }
+
     /// keywire's own wiring for a resolved plan.
-    pub fn add_plan(&mut self, plan: &Plan, settings: &Settings) {
+    pub fn add_plan(&mut self, plan: &Plan, view: &PodView, settings: &Settings) {
         self.add_volume(csi_volume(plan));
         let mut mounts = vec![mount(CSI_VOLUME, &plan.mount_path)];
         let mut env = Vec::new();
@@ -588,12 +661,20 @@ impl Wiring {
             token_expiration,
         } = &plan.identity
         {
-            self.add_volume(token_volume(*token_expiration));
-            mounts.push(mount(TOKEN_VOLUME, TOKEN_MOUNT_PATH));
-            env.extend(identity_env(
+            let wi = &settings.workload_identity;
+            mounts.push(self.add_token(
+                view,
+                settings,
+                &wi.audience,
+                *token_expiration,
+                &azure::CaSource::None,
+            ));
+            env.extend(azure::identity_env(
                 Some(client_id),
                 Some(tenant_id),
+                wi.layout,
                 &settings.authority_host,
+                None,
             ));
         }
         if let Some(secret) = &plan.sync_secret {
@@ -610,17 +691,67 @@ impl Wiring {
         ));
     }
 
-    /// What the Azure Workload Identity webhook would add.
-    pub fn add_azure(&mut self, plan: &AzurePlan, settings: &Settings) {
-        self.add_volume(token_volume(plan.token_expiration));
-        let mounts = [mount(TOKEN_VOLUME, TOKEN_MOUNT_PATH)];
-        let env = identity_env(
+    /// What the Azure Workload Identity webhook (v1.6.0) would add.
+    pub fn add_azure(&mut self, plan: &AzurePlan, view: &PodView, settings: &Settings) {
+        let wi = &settings.workload_identity;
+        let ca = plan
+            .custom_token_endpoint
+            .as_ref()
+            .map(|e| e.ca.clone())
+            .unwrap_or_default();
+        let token_mount =
+            self.add_token(view, settings, &plan.audience, plan.token_expiration, &ca);
+        let env = azure::identity_env(
             plan.client_id.as_deref(),
             plan.tenant_id.as_deref(),
+            wi.layout,
             &settings.authority_host,
+            plan.custom_token_endpoint.as_ref(),
         );
+        let mounts = [token_mount.clone()];
         for (kind, name) in Self::targets(&plan.containers, &plan.init_containers) {
             self.add_to(kind, name, &mounts, &env);
+        }
+        let Some(port) = plan.proxy_port else {
+            return;
+        };
+        // The proxy containers are wired like every other container (upstream injects them
+        // first, then mutates all): their own env first, then the identity's, and the mount.
+        let wire = |mut c: Value| -> Value {
+            let mut all_env: Vec<Value> = c["env"].as_array().cloned().unwrap_or_default();
+            for e in &env {
+                if !all_env.iter().any(|x| x["name"] == e["name"]) {
+                    all_env.push(e.clone());
+                }
+            }
+            if !all_env.is_empty() {
+                c["env"] = Value::Array(all_env);
+            }
+            c["volumeMounts"] = json!([token_mount]);
+            c
+        };
+        if !view
+            .init_containers
+            .iter()
+            .any(|n| n == azure::PROXY_INIT_CONTAINER)
+        {
+            self.new_containers.push(NewContainer {
+                kind: ContainerKind::Init,
+                first: false,
+                container: wire(azure::proxy_init_container(&wi.proxy, port)),
+            });
+        }
+        let (kind, existing) = if wi.native_sidecars {
+            (ContainerKind::Init, &view.init_containers)
+        } else {
+            (ContainerKind::Regular, &view.containers)
+        };
+        if !existing.iter().any(|n| n == azure::PROXY_CONTAINER) {
+            self.new_containers.push(NewContainer {
+                kind,
+                first: true,
+                container: wire(azure::proxy_container(&wi.proxy, port, wi.native_sidecars)),
+            });
         }
     }
 }

@@ -135,6 +135,7 @@ pub struct PolicySpec {
     pub token_expiration: Option<BoundsRule>,
     pub forbid_unmanaged_secret_store_volumes: Option<ToggleRule>,
     pub require_injection: Option<ToggleRule>,
+    pub forbid_proxy_sidecar: Option<ToggleRule>,
     pub defaults: Option<Defaults>,
 }
 

@@ -52,40 +52,72 @@ pub struct Subject<'a> {
     pub azure: Option<&'a AzurePlan>,
 }
 
-impl Subject<'_> {
-    fn identity(&self) -> Option<IdentityMode> {
-        match (self.plan, self.azure) {
-            (Some(p), _) => Some(p.identity.mode()),
-            (None, Some(_)) => Some(IdentityMode::Workload),
-            _ => None,
-        }
-    }
+/// One identity wiring the pod gets: keywire's own, or the Azure Workload Identity drop-in's.
+/// A pod can have both; the rules judge each, naming the field that asked for it.
+struct Grant<'a> {
+    mode: IdentityMode,
+    identity_field: String,
+    tenant: Option<(&'a str, String)>,
+    token_expiration: Option<(i64, String)>,
+    /// How the token is used, for messages: the custom token endpoint's audience, the proxy.
+    detail: String,
+}
 
-    fn tenant(&self) -> Option<&str> {
+impl<'a> Subject<'a> {
+    fn grants(&self) -> Vec<Grant<'a>> {
+        let mut out = Vec::new();
         if let Some(p) = self.plan {
-            if let Identity::Workload { tenant_id, .. } = &p.identity {
-                return Some(tenant_id);
-            }
-            return p.inline.as_ref().map(|i| i.tenant_id.as_str());
-        }
-        self.azure.and_then(|a| a.tenant_id.as_deref())
-    }
-
-    fn token_expiration(&self) -> Option<i64> {
-        match (self.plan, self.azure) {
-            (
-                Some(Plan {
-                    identity:
-                        Identity::Workload {
-                            token_expiration, ..
-                        },
+            let (tenant, expiration) = match &p.identity {
+                Identity::Workload {
+                    tenant_id,
+                    token_expiration,
                     ..
-                }),
-                _,
-            ) => Some(*token_expiration),
-            (_, Some(a)) => Some(a.token_expiration),
-            _ => None,
+                } => (Some(tenant_id.as_str()), Some(*token_expiration)),
+                _ => (p.inline.as_ref().map(|i| i.tenant_id.as_str()), None),
+            };
+            out.push(Grant {
+                mode: p.identity.mode(),
+                identity_field: annotation(annotations::IDENTITY),
+                tenant: tenant.map(|t| (t, annotation(annotations::TENANT_ID))),
+                token_expiration: expiration
+                    .map(|e| (e, annotation(annotations::TOKEN_EXPIRATION))),
+                detail: String::new(),
+            });
         }
+        if let Some(a) = self.azure {
+            let service_account = "spec.serviceAccountName".to_string();
+            let expiration_field = if self
+                .view
+                .annotations
+                .contains_key(annotations::azure::TOKEN_EXPIRATION)
+            {
+                annotation(annotations::azure::TOKEN_EXPIRATION)
+            } else {
+                service_account.clone()
+            };
+            let mut how = Vec::new();
+            if a.custom_token_endpoint.is_some() {
+                how.push(format!(
+                    "token audience {} for the custom token endpoint",
+                    a.audience
+                ));
+            }
+            if let Some(port) = a.proxy_port {
+                how.push(format!("through the proxy sidecar on port {port}"));
+            }
+            out.push(Grant {
+                mode: IdentityMode::Workload,
+                identity_field: format!("metadata.labels[{}]", annotations::azure::USE_LABEL),
+                tenant: a.tenant_id.as_deref().map(|t| (t, service_account)),
+                token_expiration: Some((a.token_expiration, expiration_field)),
+                detail: if how.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", how.join(", "))
+                },
+            });
+        }
+        out
     }
 }
 
@@ -126,18 +158,23 @@ fn evaluate_one(policy: &Policy, s: &Subject<'_>, out: &mut Vec<Violation>) {
         );
     }
 
-    if let (Some(rule), Some(mode)) = (&spec.identity, s.identity())
-        && !rule.allowed.iter().any(|a| a == mode.as_str())
-    {
-        push(
-            "identity",
-            rule.enforcement,
-            annotation(annotations::IDENTITY),
-            format!(
-                "identity {mode} is not allowed; allowed: {}",
-                rule.allowed.join(", ")
-            ),
-        );
+    let grants = s.grants();
+    if let Some(rule) = &spec.identity {
+        for g in &grants {
+            if !rule.allowed.iter().any(|a| a == g.mode.as_str()) {
+                push(
+                    "identity",
+                    rule.enforcement,
+                    g.identity_field.clone(),
+                    format!(
+                        "identity {}{} is not allowed; allowed: {}",
+                        g.mode,
+                        g.detail,
+                        rule.allowed.join(", ")
+                    ),
+                );
+            }
+        }
     }
 
     if let (Some(rule), Some(inline)) = (&spec.key_vaults, s.plan.and_then(|p| p.inline.as_ref()))
@@ -155,18 +192,25 @@ fn evaluate_one(policy: &Policy, s: &Subject<'_>, out: &mut Vec<Violation>) {
         );
     }
 
-    if let (Some(rule), Some(tenant)) = (&spec.tenants, s.tenant())
-        && !rule.allowed.iter().any(|g| glob(g, tenant))
-    {
-        push(
-            "tenants",
-            rule.enforcement,
-            annotation(annotations::TENANT_ID),
-            format!(
-                "tenant {tenant} is not allowed; allowed: {}",
-                rule.allowed.join(", ")
-            ),
-        );
+    if let Some(rule) = &spec.tenants {
+        for g in &grants {
+            let Some((tenant, field)) = &g.tenant else {
+                continue;
+            };
+            if !rule.allowed.iter().any(|a| glob(a, tenant)) {
+                push(
+                    "tenants",
+                    rule.enforcement,
+                    field.clone(),
+                    format!(
+                        "tenant {}{} is not allowed; allowed: {}",
+                        if tenant.is_empty() { "(empty)" } else { tenant },
+                        g.detail,
+                        rule.allowed.join(", ")
+                    ),
+                );
+            }
+        }
     }
 
     if let (Some(rule), Some(plan)) = (&spec.secret_provider_classes, s.plan) {
@@ -198,19 +242,41 @@ fn evaluate_one(policy: &Policy, s: &Subject<'_>, out: &mut Vec<Violation>) {
         }
     }
 
-    if let (Some(rule), Some(seconds)) = (&spec.token_expiration, s.token_expiration()) {
+    if let Some(rule) = &spec.token_expiration {
         let (min, max) = (
             rule.min.unwrap_or(annotations::MIN_TOKEN_EXPIRATION),
             rule.max.unwrap_or(annotations::MAX_TOKEN_EXPIRATION),
         );
-        if !(min..=max).contains(&seconds) {
-            push(
-                "tokenExpiration",
-                rule.enforcement,
-                annotation(annotations::TOKEN_EXPIRATION),
-                format!("token expiration {seconds}s is outside {min}..{max}s"),
-            );
+        for g in &grants {
+            let Some((seconds, field)) = &g.token_expiration else {
+                continue;
+            };
+            if !(min..=max).contains(seconds) {
+                push(
+                    "tokenExpiration",
+                    rule.enforcement,
+                    field.clone(),
+                    format!(
+                        "token expiration {seconds}s{} is outside {min}..{max}s",
+                        g.detail
+                    ),
+                );
+            }
         }
+    }
+
+    if let Some(rule) = &spec.forbid_proxy_sidecar
+        && rule.enabled
+        && let Some(port) = s.azure.and_then(|a| a.proxy_port)
+    {
+        push(
+            "forbidProxySidecar",
+            rule.enforcement,
+            annotation(annotations::azure::INJECT_PROXY_SIDECAR),
+            format!(
+                "the proxy sidecar (port {port}) needs the privileged init container azwi-proxy-init (root, NET_ADMIN); it is not allowed here"
+            ),
+        );
     }
 
     if let Some(rule) = &spec.forbid_unmanaged_secret_store_volumes

@@ -408,3 +408,78 @@ fn azure_drop_in_pods_count_as_workload_identity() {
         ]
     );
 }
+
+#[test]
+fn identity_bindings_and_the_proxy_are_judged_like_any_workload_identity() {
+    use crate::core::azure::{CaSource, CustomTokenEndpoint};
+    let mut settings = Settings::default();
+    settings.workload_identity.custom_token_endpoint = Some(CustomTokenEndpoint {
+        annotation_suffix: "identity-binding".into(),
+        audience: "api://AKSIdentityBinding".into(),
+        token_proxy: Some("https://proxy.example:443".into()),
+        sni_name: None,
+        ca: CaSource::None,
+    });
+    let strict = policy(
+        "strict",
+        json!({"identity": {"allowed": ["service-principal"]}, "tenants": {"allowed": ["other-*"]},
+               "tokenExpiration": {"max": 3600}, "forbidProxySidecar": {}}),
+    );
+    let p = pod_with(
+        json!({"azure.workload.identity/use": "true"}),
+        json!({"azure.workload.identity/use-identity-binding": "true",
+               "azure.workload.identity/inject-proxy-sidecar": "true",
+               "azure.workload.identity/service-account-token-expiration": "7200"}),
+        app_spec(),
+    );
+    let d = decide(&p, "prod", &state(&[strict]), &settings);
+    let how = "(token audience api://AKSIdentityBinding for the custom token endpoint, through the proxy sidecar on port 8000)";
+    assert_eq!(
+        d.outcome,
+        Outcome::Denied(format!(
+            "KeywirePolicy strict rule identity (metadata.labels[azure.workload.identity/use]): identity workload {how} is not allowed; allowed: service-principal; \
+             KeywirePolicy strict rule tenants (spec.serviceAccountName): tenant {TENANT} {how} is not allowed; allowed: other-*; \
+             KeywirePolicy strict rule tokenExpiration (metadata.annotations[azure.workload.identity/service-account-token-expiration]): token expiration 7200s {how} is outside 3600..3600s; \
+             KeywirePolicy strict rule forbidProxySidecar (metadata.annotations[azure.workload.identity/inject-proxy-sidecar]): the proxy sidecar (port 8000) needs the privileged init container azwi-proxy-init (root, NET_ADMIN); it is not allowed here"
+        ))
+    );
+
+    // The proxy rule alone: a pod without the annotation passes, one with it is named.
+    let only_proxy = policy(
+        "no-proxy",
+        json!({"forbidProxySidecar": {"enforcement": "Warn"}}),
+    );
+    let plain = pod_with(
+        json!({"azure.workload.identity/use": "true"}),
+        json!({}),
+        app_spec(),
+    );
+    assert!(
+        rules(&decide(
+            &plain,
+            "prod",
+            &state(std::slice::from_ref(&only_proxy)),
+            &settings
+        ))
+        .is_empty()
+    );
+    let d = decide(&p, "prod", &state(&[only_proxy]), &settings);
+    assert_eq!(rules(&d), vec![("forbidProxySidecar", Enforcement::Warn)]);
+    assert!(matches!(d.outcome, Outcome::Patch(_)));
+}
+
+#[test]
+fn a_pod_with_both_wirings_is_judged_on_each() {
+    let strict = policy("strict", json!({"tenants": {"allowed": ["only-this"]}}));
+    let mut p = keywire(json!({"keywire.dev/keyvault": "kv-prod", "keywire.dev/objects": "a"}));
+    p["metadata"]["labels"]["azure.workload.identity/use"] = json!("true");
+    let d = run(&[strict], &p);
+    let fields: Vec<&str> = d.violations.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "metadata.annotations[keywire.dev/tenant-id]",
+            "spec.serviceAccountName"
+        ]
+    );
+}

@@ -81,7 +81,18 @@ pub fn mutate(
         .and_then(|m| m.get("namespace"))
         .and_then(Value::as_str)
         .unwrap_or(default_namespace);
-    let pod = object.pointer(pointer).cloned().unwrap_or(Value::Null);
+    let mut pod = object.pointer(pointer).cloned().unwrap_or(Value::Null);
+    // A template's pods are named after their workload (`<name>-...`): that is what the v1.6
+    // token volume's name is hashed from, as for a pod created with that generateName. The
+    // webhook keeps whichever reserved token volume a pod arrives with.
+    if !pointer.is_empty()
+        && let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut)
+        && !meta.contains_key("name")
+        && !meta.contains_key("generateName")
+        && let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str)
+    {
+        meta.insert("generateName".into(), Value::String(format!("{name}-")));
+    }
     let field_prefix = pointer.trim_start_matches('/').replace('/', ".");
     let mut decision = engine::decide_at(&pod, &field_prefix, namespace, lookups, settings);
     let mut mutated = object.clone();

@@ -33,6 +33,8 @@ pub struct WebhookConfig {
     /// Lookups from these objects instead of the API server's watch caches (`--cluster-state`).
     pub cluster_state: Option<ClusterState>,
     pub settings: Settings,
+    /// Ask the API server its version (native sidecars from 1.32) instead of assuming one.
+    pub discover_kubernetes_version: bool,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -325,6 +327,7 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
     let reloader = CertReloader::load(&config.tls_cert_file, &config.tls_key_file)?;
     let metrics = Arc::new(Metrics::default());
 
+    let mut settings = config.settings.clone();
     let backend = match config.cluster_state.clone() {
         Some(state) => Backend::File(Arc::new(state)),
         None => {
@@ -333,6 +336,21 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
                     "no --cluster-state given and no Kubernetes client configuration: {e}"
                 )
             })?;
+            if config.discover_kubernetes_version {
+                match client.apiserver_version().await {
+                    Ok(info) => {
+                        if let Some(native) =
+                            crate::core::azure::has_native_sidecars(&info.git_version)
+                        {
+                            settings.workload_identity.native_sidecars = native;
+                        }
+                        tracing::info!(version = %info.git_version, native_sidecars = settings.workload_identity.native_sidecars, "Kubernetes version");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the API server's version; assuming native sidecars")
+                    }
+                }
+            }
             Backend::Kube(KubeLookups::start(client, config.watch_policies))
         }
     };
@@ -349,7 +367,7 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         recorder,
         backend: backend.clone(),
-        settings: config.settings.clone(),
+        settings,
         metrics: metrics.clone(),
         ready: AtomicBool::new(false),
         max_body_bytes: config.max_body_bytes,
