@@ -3,6 +3,10 @@
 //! Run with `cargo bench --bench engine`; results land in `target/criterion/`.
 //! Numbers are recorded in docs/benchmarks.md.
 
+// The allocator the keywire binary uses (src/main.rs), so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -72,7 +72,7 @@ impl Layout {
             Layout::V15 => V15_VOLUME.to_string(),
             Layout::V16 => {
                 let digest = Sha256::digest(pod_name.as_bytes());
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = hex(&digest);
                 format!(
                     "{RESERVED_VOLUME_PREFIX}{}",
                     &hex[..63 - RESERVED_VOLUME_PREFIX.len()]
@@ -317,6 +317,17 @@ pub fn proxy_container(proxy: &ProxySettings, port: i32, native: bool) -> Value 
         c["restartPolicy"] = json!("Always");
     }
     c
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 #[cfg(test)]

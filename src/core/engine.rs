@@ -300,7 +300,7 @@ pub fn decide_at(
         }
     }
 
-    let ops = if wiring == Wiring::default() {
+    let ops = if wiring.is_empty() {
         Vec::new()
     } else {
         match patch::render(pod, &wiring) {

@@ -3,37 +3,155 @@
 //! The raw JSON is patched (not a typed Pod) so fields unknown to k8s-openapi survive.
 //! Only `add` is ever emitted; user content is never overwritten.
 
-use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::core::plan::{self, ContainerKind, Wiring};
 
+/// Names are short and come from one pod: a fast hash beats SipHash's flood resistance here,
+/// and the pod's size is already bounded by the API server.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A JSON value keywire adds, serialised once when it is built: the same mount or env entry
+/// goes to every container it wires as a shared copy, so a wide pod costs a pointer per
+/// container, not a tree to clone and serialise again.
+#[derive(Clone)]
+pub struct Item(Arc<ItemData>);
+
+struct ItemData {
+    value: Value,
+    json: Box<RawValue>,
+    name: String,
+}
+
+impl Item {
+    pub fn new(value: Value) -> Self {
+        // Serialising a `Value` cannot fail: its keys are strings.
+        let json =
+            serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        let name = value
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Item(Arc::new(ItemData { value, json, name }))
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.0.value
+    }
+
+    /// The item's `name` field, empty if it has none.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl From<Value> for Item {
+    fn from(value: Value) -> Self {
+        Item::new(value)
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.value == other.0.value
+    }
+}
+
+impl fmt::Debug for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0.value, f)
+    }
+}
+
+impl Serialize for Item {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.json.serialize(s)
+    }
+}
+
+/// What an operation adds: one item, or a new array of items.
+#[derive(Debug, Clone, PartialEq)]
+enum Payload {
+    One(Item),
+    Many(Vec<Item>),
+}
+
+impl Payload {
+    fn to_value(&self) -> Value {
+        match self {
+            Payload::One(item) => item.value().clone(),
+            Payload::Many(items) => Value::Array(items.iter().map(|i| i.value().clone()).collect()),
+        }
+    }
+}
+
 /// One RFC 6902 operation: `add`, or `replace` for the v1.6 token volume and its mounts, whose
 /// name the Azure Workload Identity webhook reserves. Never `remove`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PatchOp {
     op: &'static str,
     pub path: String,
-    pub value: Value,
+    value: Payload,
+}
+
+impl Serialize for PatchOp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Items<'a>(&'a [Item]);
+        impl Serialize for Items<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for item in self.0 {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+        }
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("op", self.op)?;
+        map.serialize_entry("path", &self.path)?;
+        match &self.value {
+            Payload::One(item) => map.serialize_entry("value", item)?,
+            Payload::Many(items) => map.serialize_entry("value", &Items(items))?,
+        }
+        map.end()
+    }
 }
 
 impl PatchOp {
-    pub fn add(path: String, value: Value) -> Self {
+    pub fn add(path: String, value: impl Into<Item>) -> Self {
         PatchOp {
             op: "add",
             path,
-            value,
+            value: Payload::One(value.into()),
         }
     }
 
-    pub fn replace(path: String, value: Value) -> Self {
+    /// Adds a whole array of items at `path`.
+    pub fn add_all(path: String, items: Vec<Item>) -> Self {
+        PatchOp {
+            op: "add",
+            path,
+            value: Payload::Many(items),
+        }
+    }
+
+    pub fn replace(path: String, value: impl Into<Item>) -> Self {
         PatchOp {
             op: "replace",
             path,
-            value,
+            value: Payload::One(value.into()),
         }
+    }
+
+    /// The value the operation writes.
+    pub fn value(&self) -> Value {
+        self.value.to_value()
     }
 
     /// The same operation under a pod template at `prefix` (a JSON pointer).
@@ -50,11 +168,20 @@ pub fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
-/// Applies keywire's operations to a JSON document; they are all `add`s, so this cannot lose data.
+/// Applies keywire's operations to a JSON document; they are all `add`s (and `replace`s of
+/// keywire's own token volume), so this cannot lose data.
 pub fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), String> {
-    let patch: json_patch::Patch =
-        serde_json::from_value(serde_json::to_value(ops).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+    use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+    let mut patch = Vec::with_capacity(ops.len());
+    for op in ops {
+        let path = json_patch::jsonptr::PointerBuf::parse(op.path.as_str())
+            .map_err(|e| format!("{}: {e}", op.path))?;
+        let value = op.value();
+        patch.push(match op.op {
+            "replace" => PatchOperation::Replace(ReplaceOperation { path, value }),
+            _ => PatchOperation::Add(AddOperation { path, value }),
+        });
+    }
     json_patch::patch(doc, &patch).map_err(|e| e.to_string())
 }
 
@@ -74,7 +201,7 @@ fn is_subset(desired: &Value, actual: &Value) -> bool {
 /// Index of the first item of each name in an array of named items (volumes, mounts, env),
 /// so every lookup in a pod is O(1) and rendering stays linear in the pod's size.
 fn by_name(items: Option<&Value>) -> HashMap<&str, (usize, &Value)> {
-    let mut index = HashMap::new();
+    let mut index = HashMap::default();
     for (i, item) in items
         .and_then(Value::as_array)
         .into_iter()
@@ -89,17 +216,15 @@ fn by_name(items: Option<&Value>) -> HashMap<&str, (usize, &Value)> {
 }
 
 /// Appends `new` items to the array at `path`, or adds the array whole if it is missing.
-fn append(ops: &mut Vec<PatchOp>, existing: Option<&Value>, path: &str, new: Vec<Value>) {
+fn append(ops: &mut Vec<PatchOp>, existing: Option<&Value>, path: &str, new: Vec<Item>) {
     if new.is_empty() {
         return;
     }
     if existing.is_some_and(Value::is_array) {
-        ops.extend(
-            new.into_iter()
-                .map(|v| PatchOp::add(format!("{path}/-"), v)),
-        );
+        let at = format!("{path}/-");
+        ops.extend(new.into_iter().map(|v| PatchOp::add(at.clone(), v)));
     } else {
-        ops.push(PatchOp::add(path.to_string(), Value::Array(new)));
+        ops.push(PatchOp::add_all(path.to_string(), new));
     }
 }
 
@@ -117,29 +242,27 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
     let volumes = spec.get("volumes");
     let existing_volumes = by_name(volumes);
     let mut new_volumes = Vec::new();
-    let replaceable = |name: &Value| {
-        name.as_str()
-            .is_some_and(|n| wiring.replaceable.iter().any(|r| r == n))
-    };
-    for volume in &wiring.volumes {
-        let name = volume["name"].as_str().unwrap_or_default();
+    let replaceable = |name: &str| wiring.replaceable.iter().any(|r| r == name);
+    for item in &wiring.volumes {
+        let volume = item.value();
+        let name = item.name();
         match existing_volumes.get(name) {
             // CSI attributes override the SecretProviderClass in the driver: they must match exactly.
             Some((_, existing))
                 if is_subset(volume, existing)
                     && (volume.get("csi").is_none()
                         || existing.get("csi") == volume.get("csi")) => {}
-            Some((i, _)) if replaceable(&volume["name"]) => {
+            Some((i, _)) if replaceable(name) => {
                 ops.push(PatchOp::replace(
                     format!("/spec/volumes/{i}"),
-                    volume.clone(),
+                    item.clone(),
                 ));
             }
             Some(_) => clashes.push(format!(
                 "volume name clash: the pod already has a volume named {} that keywire did not inject",
                 volume["name"]
             )),
-            None => new_volumes.push(volume.clone()),
+            None => new_volumes.push(item.clone()),
         }
     }
     append(&mut ops, volumes, "/spec/volumes", new_volumes);
@@ -158,23 +281,24 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
 
             let mounts = container.get("volumeMounts");
             let mounts_by_name = by_name(mounts);
-            let mut mounts_by_path: HashMap<&str, &Value> = HashMap::new();
+            let mut mounts_by_path: HashMap<&str, &Value> = HashMap::default();
             for m in mounts.and_then(Value::as_array).into_iter().flatten() {
                 if let Some(path) = m.get("mountPath").and_then(Value::as_str) {
                     mounts_by_path.entry(path).or_insert(m);
                 }
             }
             let mut new_mounts = Vec::new();
-            for m in &wired.mounts {
-                let name = m["name"].as_str().unwrap_or_default();
+            for item in &wired.mounts {
+                let m = item.value();
+                let name = item.name();
                 if let Some(&(i, existing)) = mounts_by_name.get(name) {
                     if is_subset(m, existing) {
                         continue;
                     }
-                    if replaceable(&m["name"]) {
+                    if replaceable(name) {
                         ops.push(PatchOp::replace(
                             format!("{base}/volumeMounts/{i}"),
-                            m.clone(),
+                            item.clone(),
                         ));
                         continue;
                     }
@@ -192,7 +316,7 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
                     ));
                     continue;
                 }
-                new_mounts.push(m.clone());
+                new_mounts.push(item.clone());
             }
             append(
                 &mut ops,
@@ -204,15 +328,15 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
             let env = container.get("env");
             let env_by_name = by_name(env);
             let mut new_env = Vec::new();
-            for e in &wired.env {
-                let name = e["name"].as_str().unwrap_or_default();
+            for item in &wired.env {
+                let name = item.name();
                 match env_by_name.get(name) {
-                    Some((_, existing)) if is_subset(e, existing) => {}
+                    Some((_, existing)) if is_subset(item.value(), existing) => {}
                     Some(_) => warnings.push(format!(
                         "container {:?} sets {name} itself; keywire's value was not injected",
                         wired.name,
                     )),
-                    None => new_env.push(e.clone()),
+                    None => new_env.push(item.clone()),
                 }
             }
             append(&mut ops, env, &format!("{base}/env"), new_env);
@@ -239,13 +363,13 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
                 ops.push(PatchOp::add(format!("{path}/{at}"), c.container.clone()));
             }
         } else {
-            let ordered: Vec<Value> = new
+            let ordered: Vec<Item> = new
                 .iter()
                 .filter(|c| c.first)
                 .chain(new.iter().filter(|c| !c.first))
                 .map(|c| c.container.clone())
                 .collect();
-            ops.push(PatchOp::add(path, Value::Array(ordered)));
+            ops.push(PatchOp::add_all(path, ordered));
         }
     }
 
@@ -295,12 +419,14 @@ mod tests {
     fn wiring() -> Wiring {
         Wiring {
             annotations: vec![("keywire.dev/status".into(), "injected".into())],
-            volumes: vec![json!({"name": "v", "csi": {"driver": "d"}})],
+            volumes: vec![Item::new(json!({"name": "v", "csi": {"driver": "d"}}))],
             containers: vec![ContainerWiring {
                 kind: ContainerKind::Regular,
                 name: "app".into(),
-                mounts: vec![json!({"name": "v", "mountPath": "/m", "readOnly": true})],
-                env: vec![json!({"name": "E", "value": "1"})],
+                mounts: vec![Item::new(
+                    json!({"name": "v", "mountPath": "/m", "readOnly": true}),
+                )],
+                env: vec![Item::new(json!({"name": "E", "value": "1"}))],
             }],
             ..Wiring::default()
         }
@@ -418,12 +544,12 @@ mod tests {
             plan::NewContainer {
                 kind: ContainerKind::Init,
                 first: false,
-                container: json!({"name": "last"}),
+                container: Item::new(json!({"name": "last"})),
             },
             plan::NewContainer {
                 kind: ContainerKind::Init,
                 first: true,
-                container: json!({"name": "first"}),
+                container: Item::new(json!({"name": "first"})),
             },
         ];
         let pod = json!({"spec": {

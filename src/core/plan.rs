@@ -3,7 +3,7 @@
 //! Deterministic names live here: the controller calls the same functions to find the
 //! SecretProviderClass and Secret it must materialise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -14,6 +14,7 @@ use crate::core::annotations::{
 };
 use crate::core::azure::{self, CustomTokenEndpoint, Layout};
 use crate::core::lookup::{Lookups, ServiceAccountInfo};
+use crate::core::patch::Item;
 
 pub const CSI_DRIVER: &str = "secrets-store.csi.k8s.io";
 pub const CSI_VOLUME: &str = "keywire-secrets-store";
@@ -115,7 +116,7 @@ pub struct AzurePlan {
     pub proxy_port: Option<i32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ContainerKind {
     Init,
     Regular,
@@ -135,8 +136,8 @@ impl ContainerKind {
 pub struct ContainerWiring {
     pub kind: ContainerKind,
     pub name: String,
-    pub mounts: Vec<Value>,
-    pub env: Vec<Value>,
+    pub mounts: Vec<Item>,
+    pub env: Vec<Item>,
 }
 
 /// A container keywire adds (the proxy sidecar and its init container), env and mounts included.
@@ -145,15 +146,17 @@ pub struct NewContainer {
     pub kind: ContainerKind,
     /// First in its list (the sidecar), else last.
     pub first: bool,
-    pub container: Value,
+    pub container: Item,
 }
 
 /// Everything keywire adds to a pod: the input of `patch::render`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Wiring {
     pub annotations: Vec<(String, String)>,
-    pub volumes: Vec<Value>,
+    pub volumes: Vec<Item>,
     pub containers: Vec<ContainerWiring>,
+    /// Where each (kind, name) sits in `containers`, so wiring N containers stays O(N).
+    pub(crate) index: HashMap<(ContainerKind, String), usize, foldhash::fast::RandomState>,
     /// Names whose existing volume and mounts keywire replaces instead of refusing: the v1.6
     /// token volume, whose name upstream reserves.
     pub replaceable: Vec<String>,
@@ -415,10 +418,12 @@ pub fn resolve_azure(
         Some(n) => n,
         None => sa_token_expiration(&sa)?,
     };
+    let skipped: std::collections::HashSet<&str> =
+        request.skip_containers.iter().map(String::as_str).collect();
     let skip = |names: &[String]| -> Vec<String> {
         names
             .iter()
-            .filter(|n| !request.skip_containers.contains(n))
+            .filter(|n| !skipped.contains(n.as_str()))
             .cloned()
             .collect()
     };
@@ -492,8 +497,10 @@ fn targets(
     let Some(requested) = requested else {
         return Ok(None);
     };
+    // A set, not `contains` per name: both lists may hold thousands of containers.
+    let present_set: std::collections::HashSet<&str> = present.iter().map(String::as_str).collect();
     for name in requested {
-        if !present.contains(name) {
+        if !present_set.contains(name.as_str()) {
             return Err(format!(
                 "annotation {key}={:?} is invalid: the pod has no {what} named {name:?} (it has: {})",
                 requested.join(","),
@@ -558,7 +565,7 @@ pub fn synced_secret_name(class_name: &str, inline: bool) -> String {
 
 fn short_hash(input: &str) -> String {
     let digest = Sha256::digest(input.as_bytes());
-    digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+    azure::hex(&digest[..5])
 }
 
 /// The CSI volume keywire wires for a plan (rules recognise keywire's own volume by it).
@@ -582,13 +589,18 @@ fn mount(name: &str, path: &str) -> Value {
 const IDENTITY_ENV: [&str; 4] = azure::IDENTITY_ENV;
 
 impl Wiring {
-    fn container(&mut self, kind: ContainerKind, name: &str) -> &mut ContainerWiring {
-        let pos = match self
-            .containers
-            .iter()
-            .position(|c| c.kind == kind && c.name == name)
-        {
-            Some(pos) => pos,
+    /// Whether there is nothing to add.
+    pub fn is_empty(&self) -> bool {
+        self.annotations.is_empty()
+            && self.volumes.is_empty()
+            && self.containers.is_empty()
+            && self.new_containers.is_empty()
+    }
+
+    /// Wiring for one container (created empty on first use).
+    pub fn container(&mut self, kind: ContainerKind, name: &str) -> &mut ContainerWiring {
+        let pos = match self.index.get(&(kind, name.to_string())) {
+            Some(&pos) => pos,
             None => {
                 self.containers.push(ContainerWiring {
                     kind,
@@ -596,7 +608,9 @@ impl Wiring {
                     mounts: Vec::new(),
                     env: Vec::new(),
                 });
-                self.containers.len() - 1
+                let pos = self.containers.len() - 1;
+                self.index.insert((kind, name.to_string()), pos);
+                pos
             }
         };
         &mut self.containers[pos]
@@ -604,21 +618,23 @@ impl Wiring {
 
     /// Adds items by name; the first wiring of a name wins, so keywire's own wiring takes precedence.
     fn add_volume(&mut self, volume: Value) {
-        if !self.volumes.iter().any(|v| v["name"] == volume["name"]) {
-            self.volumes.push(volume);
+        if !self
+            .volumes
+            .iter()
+            .any(|v| v.value()["name"] == volume["name"])
+        {
+            self.volumes.push(Item::new(volume));
         }
     }
 
-    fn add_to(&mut self, kind: ContainerKind, name: &str, mounts: &[Value], env: &[Value]) {
+    /// The same items for every container (`mounts` and `env` are few; containers may be many).
+    fn add_to(&mut self, kind: ContainerKind, name: &str, mounts: &[Item], env: &[Item]) {
         let c = self.container(kind, name);
-        for m in mounts {
-            if !c.mounts.iter().any(|x| x["name"] == m["name"]) {
-                c.mounts.push(m.clone());
-            }
-        }
-        for e in env {
-            if !c.env.iter().any(|x| x["name"] == e["name"]) {
-                c.env.push(e.clone());
+        for (have, new) in [(&mut c.mounts, mounts), (&mut c.env, env)] {
+            for item in new {
+                if !have.iter().any(|x| x.name() == item.name()) {
+                    have.push(item.clone());
+                }
             }
         }
     }
@@ -641,21 +657,21 @@ impl Wiring {
         audience: &str,
         expiration: i64,
         ca: &azure::CaSource,
-    ) -> Value {
+    ) -> Item {
         let layout = settings.workload_identity.layout;
         let name = view.token_volume(layout);
         self.add_volume(azure::token_volume(&name, layout, audience, expiration, ca));
         if layout == Layout::V16 && !self.replaceable.contains(&name) {
             self.replaceable.push(name.clone());
         }
-        mount(&name, layout.mount_path())
+        Item::new(mount(&name, layout.mount_path()))
     }
 
     /// keywire's own wiring for a resolved plan.
     pub fn add_plan(&mut self, plan: &Plan, view: &PodView, settings: &Settings) {
         self.add_volume(csi_volume(plan));
-        let mut mounts = vec![mount(CSI_VOLUME, &plan.mount_path)];
-        let mut env = Vec::new();
+        let mut mounts = vec![Item::new(mount(CSI_VOLUME, &plan.mount_path))];
+        let mut env: Vec<Item> = Vec::new();
         if let Identity::Workload {
             client_id,
             tenant_id,
@@ -670,17 +686,21 @@ impl Wiring {
                 *token_expiration,
                 &azure::CaSource::None,
             ));
-            env.extend(azure::identity_env(
-                Some(client_id),
-                Some(tenant_id),
-                wi.layout,
-                &settings.authority_host,
-                None,
-            ));
+            env.extend(
+                azure::identity_env(
+                    Some(client_id),
+                    Some(tenant_id),
+                    wi.layout,
+                    &settings.authority_host,
+                    None,
+                )
+                .into_iter()
+                .map(Item::new),
+            );
         }
         if let Some(secret) = &plan.sync_secret {
             env.extend(plan.env.iter().map(|b| {
-                json!({"name": b.env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": b.object}}})
+                Item::new(json!({"name": b.env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": b.object}}}))
             }));
         }
         for (kind, name) in Self::targets(&plan.containers, &plan.init_containers) {
@@ -710,15 +730,16 @@ impl Wiring {
             plan.custom_token_endpoint.as_ref(),
         );
         let mounts = [token_mount.clone()];
+        let items: Vec<Item> = env.iter().cloned().map(Item::new).collect();
         for (kind, name) in Self::targets(&plan.containers, &plan.init_containers) {
-            self.add_to(kind, name, &mounts, &env);
+            self.add_to(kind, name, &mounts, &items);
         }
         let Some(port) = plan.proxy_port else {
             return;
         };
         // The proxy containers are wired like every other container (upstream injects them
         // first, then mutates all): their own env first, then the identity's, and the mount.
-        let wire = |mut c: Value| -> Value {
+        let wire = |mut c: Value| -> Item {
             let mut all_env: Vec<Value> = c["env"].as_array().cloned().unwrap_or_default();
             for e in &env {
                 if !all_env.iter().any(|x| x["name"] == e["name"]) {
@@ -728,8 +749,8 @@ impl Wiring {
             if !all_env.is_empty() {
                 c["env"] = Value::Array(all_env);
             }
-            c["volumeMounts"] = json!([token_mount]);
-            c
+            c["volumeMounts"] = json!([token_mount.value()]);
+            Item::new(c)
         };
         if !view
             .init_containers

@@ -359,7 +359,8 @@ impl<'a> Subject<'a> {
     /// elsewhere, and, where a container with an Azure token leaves it to `envFrom`, that.
     fn env_values(&self, name: &str) -> Vec<EnvValue<'a>> {
         let mut out = Vec::new();
-        let token_volumes = self.token_volume_names();
+        let token_volumes: std::collections::HashSet<&str> =
+            self.token_volume_names().into_iter().collect();
         for field in ["initContainers", "containers", "ephemeralContainers"] {
             let list = self
                 .pod
@@ -390,7 +391,7 @@ impl<'a> Subject<'a> {
                     .into_iter()
                     .flatten()
                     .filter_map(|m| m.get("name").and_then(Value::as_str))
-                    .any(|m| token_volumes.contains(&m));
+                    .any(|m| token_volumes.contains(m));
                 if !set && has_token && c.get("envFrom").is_some() {
                     out.push(EnvValue {
                         field: format!("spec.{field}[{ci}].envFrom"),

@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::core::engine::{self, Decision, Outcome};
 use crate::core::lookup::Lookups;
@@ -63,12 +65,36 @@ pub struct AdmissionRequest {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn {
+struct ReviewIn<'a> {
     #[serde(default)]
     api_version: String,
     #[serde(default)]
     kind: String,
-    request: Option<AdmissionRequest>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+/// The request as it arrives: the objects stay raw until we know how much of them to read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    uid: String,
+    #[serde(default)]
+    kind: GroupVersionKind,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    operation: String,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    dry_run: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,7 +113,7 @@ struct ResponseOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
+    patch: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -113,18 +139,150 @@ pub struct Reviewed {
     pub body: Vec<u8>,
 }
 
+/// Parses a request with its objects whole.
 pub fn parse(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
-    let review: ReviewIn =
-        serde_json::from_value(value).map_err(|e| ReviewError::NotReview(e.to_string()))?;
+    parse_as(body, false)
+}
+
+/// Parses a request for `lookups`: with no KeywirePolicy to judge the whole pod, a pod is read
+/// only as far as the decision needs (see [`Shape`]), which keeps a wide pod cheap.
+pub fn parse_for(body: &[u8], lookups: &dyn Lookups) -> Result<AdmissionRequest, ReviewError> {
+    parse_as(body, lookups.policies().is_empty())
+}
+
+fn parse_as(body: &[u8], prune: bool) -> Result<AdmissionRequest, ReviewError> {
+    let classify = |e: serde_json::Error| match e.classify() {
+        serde_json::error::Category::Data => ReviewError::NotReview(e.to_string()),
+        _ => ReviewError::NotJson(e.to_string()),
+    };
+    let review: ReviewIn = serde_json::from_slice(body).map_err(classify)?;
     if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
         return Err(ReviewError::Version(format!(
             "{}/{}",
             review.api_version, review.kind
         )));
     }
-    review.request.ok_or(ReviewError::NoRequest)
+    let r = review.request.ok_or(ReviewError::NoRequest)?;
+    let shape = if prune && r.kind.group.is_empty() && r.kind.kind == "Pod" {
+        Shape::Pod
+    } else {
+        Shape::All
+    };
+    let read = |raw: Option<&RawValue>| -> Result<Option<Value>, ReviewError> {
+        raw.map(|raw| {
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            shape.deserialize(&mut de).map_err(classify)
+        })
+        .transpose()
+    };
+    Ok(AdmissionRequest {
+        object: read(r.object)?,
+        old_object: read(r.old_object)?,
+        uid: r.uid,
+        kind: r.kind,
+        sub_resource: r.sub_resource,
+        name: r.name,
+        namespace: r.namespace,
+        operation: r.operation,
+        dry_run: r.dry_run,
+    })
+}
+
+/// How much of a pod to read. Without policies the decision reads metadata, the spec's own
+/// fields and volumes, and of each container only its name, mounts and env: the rest of a
+/// container (image, ports, probes, resources...) is skipped without building a tree.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    All,
+    Pod,
+    Spec,
+    Containers,
+    Container,
+}
+
+impl Shape {
+    /// The shape of a map's field, `None` to skip it.
+    fn field(self, key: &str) -> Option<Shape> {
+        match (self, key) {
+            (Shape::Pod, "spec") => Some(Shape::Spec),
+            (Shape::Spec, "containers" | "initContainers") => Some(Shape::Containers),
+            (Shape::Container, "name" | "env" | "volumeMounts") => Some(Shape::All),
+            (Shape::Container, _) => None,
+            _ => Some(Shape::All),
+        }
+    }
+
+    fn element(self) -> Shape {
+        match self {
+            Shape::Containers => Shape::Container,
+            _ => Shape::All,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Shape {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        match self {
+            Shape::All => Value::deserialize(d),
+            _ => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Shape {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element_seed(self.element())? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match self.field(&key) {
+                Some(shape) => {
+                    let v = map.next_value_seed(shape)?;
+                    out.insert(key, v);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Workload kinds whose pod templates the validating webhook judges.
@@ -248,12 +406,16 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
     let (allowed, status, patch) = match &decision.outcome {
         Outcome::Unchanged => (true, None, None),
         Outcome::Patch(ops) => {
-            let json = serde_json::to_vec(ops).unwrap_or_default();
-            (
-                true,
-                None,
-                Some(base64::engine::general_purpose::STANDARD.encode(json)),
-            )
+            // A wired container is a few hundred bytes of patch; size the buffer once.
+            let mut json = Vec::with_capacity(64 + ops.len() * 160);
+            let _ = serde_json::to_writer(&mut json, ops);
+            // Base64 never needs escaping: the quoted text goes into the body as it is, not
+            // through serde_json's per-byte string escaper.
+            let mut quoted = String::with_capacity(json.len() * 4 / 3 + 8);
+            quoted.push('"');
+            base64::engine::general_purpose::STANDARD.encode_string(&json, &mut quoted);
+            quoted.push('"');
+            (true, None, RawValue::from_string(quoted).ok())
         }
         Outcome::Denied(message) => (
             false,
@@ -278,7 +440,12 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
             audit_annotations: decision.audit_annotations(),
         },
     };
-    serde_json::to_vec(&out).unwrap_or_default()
+    let mut body =
+        Vec::with_capacity(256 + out.response.patch.as_ref().map_or(0, |p| p.get().len()));
+    match serde_json::to_writer(&mut body, &out) {
+        Ok(()) => body,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Which webhook a review is for.
@@ -316,7 +483,7 @@ pub fn review(
     lookups: &dyn Lookups,
     settings: &Settings,
 ) -> Result<Reviewed, ReviewError> {
-    let request = parse(body)?;
+    let request = parse_for(body, lookups)?;
     let decision = endpoint.decide(&request, lookups, settings);
     let body = respond(&request.uid, &decision);
     Ok(Reviewed {
@@ -331,6 +498,54 @@ mod tests {
     use super::*;
     use crate::core::lookup::ClusterState;
     use serde_json::json;
+
+    /// Without policies a pod is read pruned (container names, mounts and env only): the
+    /// decision, patch and response must be exactly those of the whole pod.
+    #[test]
+    fn a_pruned_pod_is_decided_exactly_like_the_whole_pod() {
+        use crate::fixtures::{self, NAMESPACE};
+        let state = fixtures::cluster(NAMESPACE);
+        let settings = Settings::default();
+        let mut clash = fixtures::replica_pod(2);
+        clash["spec"]["containers"][1]["env"] =
+            json!([{"name": "DB_PASSWORD", "value": "mine"}, {"name": "X", "value": "1"}]);
+        clash["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "other", "mountPath": "/mnt/secrets-store"}]);
+        let mut bare = fixtures::replica_pod(3);
+        for c in bare["spec"]["containers"].as_array_mut().unwrap() {
+            let c = c.as_object_mut().unwrap();
+            c.remove("env");
+            c.remove("volumeMounts");
+        }
+        let mut init = fixtures::replica_pod(1);
+        init["spec"]["initContainers"] = json!([fixtures::container(7)]);
+        init["metadata"]["annotations"]["keywire.dev/init-containers"] = json!("app-7");
+        for pod in [
+            fixtures::replica_pod(1),
+            fixtures::replica_pod(20),
+            fixtures::plain_replica_pod(),
+            clash,
+            bare,
+            init,
+        ] {
+            let body = fixtures::pod_review_bytes("u", NAMESPACE, &pod);
+            let whole = parse_as(&body, false).unwrap();
+            let pruned = parse_as(&body, true).unwrap();
+            assert_eq!(whole.object.as_ref(), Some(&pod));
+            assert_ne!(
+                pruned.object, whole.object,
+                "the pruned pod drops container fields"
+            );
+            let (a, b) = (
+                decide(&whole, &state, &settings),
+                decide(&pruned, &state, &settings),
+            );
+            assert_eq!(a, b);
+            assert_eq!(respond("u", &a), respond("u", &b));
+            let via_review = review(&body, Endpoint::Mutate, &state, &settings).unwrap();
+            assert_eq!(via_review.body, respond("u", &a));
+        }
+    }
 
     fn review_of(request: Value) -> Vec<u8> {
         serde_json::to_vec(

@@ -166,7 +166,7 @@ async fn handle(state: Arc<AppState>, endpoint: admission::Endpoint, body: Body)
             return response;
         }
     };
-    let request = match admission::parse(&body) {
+    let request = match admission::parse_for(&body, &state.backend) {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(error = %e, bytes = body.len(), "rejected a request body");
