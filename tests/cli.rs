@@ -154,12 +154,12 @@ fn bad_input_exits_two_with_one_line() {
         (
             vec!["mutate", "-f", "-"],
             Some(b"kind: [unclosed\n"),
-            "keywire mutate: -: document 1: ",
+            "keywire mutate: -: document 1, line 1, column 7: unclosed bracket '['",
         ),
         (
             vec!["mutate", "-f", "-"],
             Some(b"- just\n- a list\n"),
-            "keywire mutate: -: document 1: not a Kubernetes object",
+            "keywire mutate: -: document 1 (line 1): not a Kubernetes object (sequence)",
         ),
         (
             vec!["review", "-"],

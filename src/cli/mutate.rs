@@ -123,6 +123,9 @@ pub fn run(args: &MutateArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return bad(e),
     };
+    if objects.is_empty() {
+        return bad("no objects in the input (kubectl: no objects passed to apply)".to_string());
+    }
     let mutated: Vec<(String, workload::Mutated)> = objects
         .iter()
         .map(|(file, o)| {
