@@ -5,6 +5,7 @@
 # configs, and the controller's memory with those 1,000 pods. Not part of .ci/run.
 #
 #   bash benches/run-controller.sh        # OUT_DIR=... to keep the results elsewhere
+#   KEYWIRE_BIN=/path/to/keywire bash benches/run-controller.sh   # measure a prebuilt binary
 #
 # Results: the BENCH lines on stdout and in $OUT_DIR/results.txt, logs in $OUT_DIR/state/logs.
 set -euo pipefail
@@ -12,9 +13,11 @@ cd "$(dirname "$0")/.."
 OUT_DIR="${OUT_DIR:-target/keywire-controller-bench/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
-echo "== building keywire (release)"
-cargo build --locked --release --bin keywire
-export KEYWIRE_BIN="$PWD/target/release/keywire"
+if [[ -z "${KEYWIRE_BIN:-}" ]]; then
+  echo "== building keywire (release)"
+  cargo build --locked --release --bin keywire
+  export KEYWIRE_BIN="$PWD/target/release/keywire"
+fi
 source e2e/env.sh
 export E2E_STATE_DIR="$OUT_DIR/state"
 cleanup() {

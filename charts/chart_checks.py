@@ -163,6 +163,15 @@ def contract(render_dir):
             annotations = cfg["metadata"].get("annotations") or {}
             c.check(f"{label}: cert-manager injection iff cert-manager mode",
                     ("cert-manager.io/inject-ca-from" in annotations) == (mode == "cert-manager"))
+            if cfg["kind"] == "ValidatingWebhookConfiguration":
+                # Policy's namespaces are its own: the mutating webhook's opt-outs never exempt one.
+                sel = h["namespaceSelector"]
+                c.check(f"{label}: only explicit namespace exclusions",
+                        not sel.get("matchLabels") and len(sel.get("matchExpressions", [])) == 1)
+                rules = {(r["apiGroups"][0], res, op) for r in h["rules"] for res in r["resources"] for op in r["operations"]}
+                c.check(f"{label}: pod UPDATEs and ReplicationController templates judged",
+                        {("", "pods", "UPDATE"), ("", "replicationcontrollers", "CREATE"),
+                         ("", "replicationcontrollers", "UPDATE")} <= rules)
             if cfg["kind"] == "MutatingWebhookConfiguration":
                 c.check(f"{label}: sideEffects None", h["sideEffects"] == "None")
                 c.check(f"{label}: opt-in objectSelector",

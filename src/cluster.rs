@@ -4,7 +4,7 @@
 //! hear which namespace changed (`changes`), so the controller can reconcile it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta}
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::core::lookup::{Lookups, NamespaceInfo, ServiceAccountInfo};
+use crate::core::lookup::{Lookups, NamespaceInfo, SecretProviderClassInfo, ServiceAccountInfo};
 use crate::core::policy::{self, Policy};
 
 /// Direct-GET answers are kept this long, so a burst of pods for a new ServiceAccount costs one GET.
@@ -24,6 +24,10 @@ const MISS_TTL: Duration = Duration::from_secs(30);
 const MISS_CAPACITY: usize = 4096;
 
 type Misses = HashMap<(String, String), (Instant, Option<ServiceAccountInfo>)>;
+type Classes = HashMap<(String, String), SecretProviderClassInfo>;
+
+/// The Secrets Store CSI driver's API group and version.
+const SPC_GROUP_VERSION: &str = "secrets-store.csi.x-k8s.io/v1";
 
 /// What changed in the caches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +49,91 @@ pub struct KubeLookups {
     policy_store: Option<Store<DynamicObject>>,
     policies: Arc<ArcSwap<Vec<Policy>>>,
     misses: Arc<Mutex<Misses>>,
+    /// Namespaces fetched on a cache miss, answered until the watch catches up.
+    fetched_namespaces: Arc<Mutex<HashMap<String, (Instant, NamespaceInfo)>>>,
+    /// SecretProviderClasses, stripped to provider and parameters (policy judges what a CSI
+    /// volume points at). Empty while the driver's CRD is not installed.
+    classes: Arc<RwLock<Classes>>,
+    classes_ready: tokio::sync::watch::Receiver<bool>,
+}
+
+fn spc_api_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass"),
+        "secretproviderclasses",
+    )
+}
+
+fn spc_info(object: &DynamicObject) -> Option<SecretProviderClassInfo> {
+    let value = serde_json::to_value(object).ok()?;
+    Some(SecretProviderClassInfo::from_object(&value, ""))
+}
+
+/// Keeps `classes` equal to the cluster's SecretProviderClasses, for as long as the process runs.
+/// Without the CRD it reports ready with none, and looks again every minute.
+async fn watch_classes(
+    client: kube::Client,
+    classes: Arc<RwLock<Classes>>,
+    ready: tokio::sync::watch::Sender<bool>,
+) {
+    loop {
+        match client.list_api_group_resources(SPC_GROUP_VERSION).await {
+            Ok(list)
+                if list
+                    .resources
+                    .iter()
+                    .any(|r| r.name == "secretproviderclasses") =>
+            {
+                break;
+            }
+            Ok(_) | Err(_) => {
+                tracing::info!(
+                    "SecretProviderClass API not served; policy sees no class until it is"
+                );
+                let _ = ready.send(true);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        }
+    }
+    let api = Api::<DynamicObject>::all_with(client, &spc_api_resource());
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    futures::pin_mut!(stream);
+    let mut fresh: Option<Classes> = None;
+    let key = |c: &SecretProviderClassInfo| (c.namespace.clone(), c.name.clone());
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "SecretProviderClass watch error; retrying");
+                continue;
+            }
+        };
+        let mut classes = classes.write().unwrap_or_else(|p| p.into_inner());
+        match event {
+            watcher::Event::Init => fresh = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => {
+                if let (Some(map), Some(c)) = (fresh.as_mut(), spc_info(&o)) {
+                    map.insert(key(&c), c);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(map) = fresh.take() {
+                    *classes = map;
+                }
+                let _ = ready.send(true);
+            }
+            watcher::Event::Apply(o) => {
+                if let Some(c) = spc_info(&o) {
+                    classes.insert(key(&c), c);
+                }
+            }
+            watcher::Event::Delete(o) => {
+                if let Some(c) = spc_info(&o) {
+                    classes.remove(&key(&c));
+                }
+            }
+        }
+    }
 }
 
 fn strip<K>(meta: &mut PartialObjectMeta<K>, keep_labels: bool) {
@@ -162,6 +251,10 @@ impl KubeLookups {
             store
         });
 
+        let classes = Arc::new(RwLock::new(HashMap::new()));
+        let (ready_tx, classes_ready) = tokio::sync::watch::channel(false);
+        tokio::spawn(watch_classes(client.clone(), classes.clone(), ready_tx));
+
         KubeLookups {
             changes,
             client,
@@ -170,6 +263,9 @@ impl KubeLookups {
             policy_store,
             policies,
             misses: Arc::new(Mutex::new(HashMap::new())),
+            fetched_namespaces: Arc::new(Mutex::new(HashMap::new())),
+            classes,
+            classes_ready,
         }
     }
 
@@ -179,9 +275,73 @@ impl KubeLookups {
             Some(store) => store.wait_until_ready().await.is_ok(),
             None => true,
         };
+        let mut classes = self.classes_ready.clone();
         self.service_accounts.wait_until_ready().await.is_ok()
             && self.namespaces.wait_until_ready().await.is_ok()
             && policies_ready
+            && classes.wait_for(|ready| *ready).await.is_ok()
+    }
+
+    /// Makes sure a Namespace the cache has not seen yet is answered with its real labels (one
+    /// direct GET), so policy selection never takes a new namespace for one without labels.
+    pub async fn prefetch_namespace(&self, name: &str) -> bool {
+        if self.namespaces.get(&ObjectRef::new(name)).is_some() {
+            return false;
+        }
+        let api = Api::<PartialObjectMeta<Namespace>>::all(self.client.clone());
+        match api.get_opt(name).await {
+            Ok(Some(mut ns)) => {
+                strip(&mut ns, true);
+                if let Ok(mut fetched) = self.fetched_namespaces.lock() {
+                    if fetched.len() >= MISS_CAPACITY {
+                        fetched.retain(|_, (at, _)| at.elapsed() < MISS_TTL);
+                    }
+                    fetched.insert(
+                        name.to_string(),
+                        (
+                            Instant::now(),
+                            NamespaceInfo {
+                                name: name.to_string(),
+                                labels: ns.metadata.labels.unwrap_or_default(),
+                            },
+                        ),
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(namespace = name, error = %e, "Namespace GET failed"),
+        }
+        true
+    }
+
+    /// Makes sure a SecretProviderClass created a moment ago is known: one direct GET.
+    pub async fn prefetch_secret_provider_class(&self, namespace: &str, name: &str) -> bool {
+        let key = (namespace.to_string(), name.to_string());
+        if self
+            .classes
+            .read()
+            .map(|c| c.contains_key(&key))
+            .unwrap_or(false)
+        {
+            return false;
+        }
+        let api = Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            namespace,
+            &spc_api_resource(),
+        );
+        match api.get_opt(name).await {
+            Ok(Some(o)) => {
+                if let (Some(c), Ok(mut classes)) = (spc_info(&o), self.classes.write()) {
+                    classes.insert(key, c);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(namespace, name, error = %e, "SecretProviderClass GET failed")
+            }
+        }
+        true
     }
 
     fn cached(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo> {
@@ -275,6 +435,23 @@ impl Lookups for KubeLookups {
                 name: m.metadata.name.clone().unwrap_or_default(),
                 labels: m.metadata.labels.clone().unwrap_or_default(),
             })
+            .or_else(|| {
+                let fetched = self.fetched_namespaces.lock().ok()?;
+                let (at, ns) = fetched.get(name)?;
+                (at.elapsed() < MISS_TTL).then(|| ns.clone())
+            })
+    }
+
+    fn secret_provider_class(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<SecretProviderClassInfo> {
+        self.classes
+            .read()
+            .ok()?
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     fn policies(&self) -> Arc<Vec<Policy>> {

@@ -472,3 +472,121 @@ spec:
     assert_eq!(env[0]["name"], "AZURE_CLIENT_ID");
     assert_eq!(env[0]["value"], "4b3c2d1e-0f9a-4b8c-8d7e-6f5a4b3c2d1e");
 }
+
+/// The CI gate: a manifest cannot replace the platform's Namespace labels or policies.
+#[test]
+fn manifests_cannot_redefine_the_platforms_namespaces_or_policies() {
+    let manifests = br#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: prod
+  labels: {env: dev}
+---
+apiVersion: keywire.dev/v1alpha1
+kind: KeywirePolicy
+metadata:
+  name: prod-baseline
+spec:
+  namespaceSelector: {matchLabels: {env: nowhere}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: app
+  namespace: prod
+  annotations:
+    azure.workload.identity/client-id: 11111111-2222-3333-4444-555555555555
+    azure.workload.identity/tenant-id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: api
+  namespace: prod
+  labels: {keywire.dev/inject: "true"}
+  annotations: {keywire.dev/keyvault: kv-dev-loot, keywire.dev/objects: secret/db}
+spec:
+  serviceAccountName: app
+  containers: [{name: api, image: busybox}]
+"#;
+    let state = data("cluster-state.yaml");
+    let policy = data("policies/prod-baseline.yaml");
+    let out = run(
+        &[
+            "mutate",
+            "-f",
+            "-",
+            "--cluster-state",
+            state.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+        Some(manifests),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "note: ServiceAccount prod/app from - replaces the one in the cluster state".to_string(),
+            // The pod is judged with the platform's labels and policy, not the manifest's.
+            "denied: Pod/api (namespace prod): KeywirePolicy prod-baseline rule keyVaults (metadata.annotations[keywire.dev/keyvault]): key vault kv-dev-loot is not allowed; allowed: kv-prod-*".to_string(),
+            format!("denied: Namespace/prod: redefines Namespace prod from --cluster-state {}; the platform's definition is used", state.display()),
+            format!("denied: KeywirePolicy/prod-baseline: redefines KeywirePolicy prod-baseline from --policy {}; the platform's definition is used", policy.display()),
+        ],
+        "{stderr}"
+    );
+
+    // The same definitions as the platform's are fine.
+    let same = format!(
+        "{}\n---\n{}",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: prod, labels: {env: prod}}",
+        std::fs::read_to_string(&policy).unwrap()
+    );
+    let out = run(
+        &[
+            "mutate",
+            "-f",
+            "-",
+            "--cluster-state",
+            state.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+        Some(same.as_bytes()),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A misspelled rule is an error naming it, not a policy without that rule.
+#[test]
+fn policy_files_with_unknown_fields_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: keywire.dev/v1alpha1\nkind: KeywirePolicy\nmetadata: {name: typo}\nspec:\n  keyVault: {allowed: [kv-prod-*]}\n",
+    )
+    .unwrap();
+    let out = run(
+        &["mutate", "-f", "-", "--policy", file.to_str().unwrap()],
+        Some(b""),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!(
+            "keywire mutate: --policy {}: KeywirePolicy typo: spec.keyVault: unknown field `keyVault`, expected one of",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1);
+}

@@ -42,6 +42,11 @@ async fn policy_crd_applies_and_its_schema_rejects_invalid_policies() {
             json!({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}),
             "In and NotIn need values",
         ),
+        // A misspelled rule: kubectl's strict field validation refuses it (never a silent no-op).
+        (
+            json!({"keyVault": {"allowed": ["kv-prod-*"]}}),
+            r#"unknown field "spec.keyVault""#,
+        ),
     ];
     for (spec, want) in cases {
         let policy = keywire::fixtures::policy("invalid", spec);
@@ -258,5 +263,146 @@ async fn policies_judge_pods_and_workloads_as_keywire_mutate_does() {
                 v.stderr
             );
         }
+    }
+}
+
+/// Wait until the webhook's policy cache enforces e2e-prod in `ns`: a dry run of a forbidden pod.
+async fn wait_for_enforcement(ns: &str) {
+    let probe = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probe", "namespace": ns, "labels": {"keywire.dev/inject": "true"},
+            "annotations": {"keywire.dev/keyvault": "kv-dev-probe", "keywire.dev/objects": "a",
+                "keywire.dev/identity": "managed-identity", "keywire.dev/tenant-id": "t.example.com"}},
+        "spec": {"serviceAccountName": "shop", "containers": [{"name": "a", "image": "busybox"}]}});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kubectl(
+            &["create", "--dry-run=server", "-f", "-"],
+            Some(&probe.to_string()),
+        );
+        if stderr(&out).contains("KeywirePolicy e2e-prod") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "policies never took effect: {}",
+            stderr(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The routes around policy that need the API server: editing a running pod's annotations,
+/// ReplicationController templates, and namespaces the webhook's cache has not seen yet.
+#[tokio::test]
+async fn policy_judges_pod_updates_replication_controllers_and_new_namespaces() {
+    let (_guard, _client) = setup().await;
+    let out = kubectl(
+        &[
+            "apply",
+            "-f",
+            policy_file("policies.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Unique per run: there is no namespace controller here to finish deleting old ones.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let ns = &format!("integrity-{run}");
+    let setup_objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": ns, "labels": {"keywire-e2e/env": "prod"}}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "shop", "namespace": ns,
+         "annotations": {"azure.workload.identity/client-id": "4b3c2d1e-0f9a-4b8c-8d7e-6f5a4b3c2d1e",
+                         "azure.workload.identity/tenant-id": "72f988bf-86f1-41af-91ab-2d7cd011db47"}}},
+    ]});
+    let out = kubectl(&["apply", "-f", "-"], Some(&setup_objects.to_string()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for_enforcement(ns).await;
+
+    // UPDATE: a compliant pod is admitted; pointing it at another vault afterwards is refused.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders", "namespace": ns, "labels": {"keywire.dev/inject": "true"},
+            "annotations": {"keywire.dev/keyvault": "kv-prod-orders", "keywire.dev/objects": "secret/db"}},
+        "spec": {"serviceAccountName": "shop", "containers": [{"name": "a", "image": "busybox"}]}});
+    let out = kubectl(&["create", "-f", "-"], Some(&pod.to_string()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = kubectl(
+        &[
+            "annotate",
+            "pod",
+            "orders",
+            "-n",
+            ns,
+            "--overwrite",
+            "keywire.dev/keyvault=kv-dev-loot",
+        ],
+        None,
+    );
+    assert!(!out.status.success(), "the edit was admitted");
+    // Every broken rule is listed; the one that matters here is the vault.
+    assert!(
+        stderr(&out).contains(r#"admission webhook "validate.keywire.dev" denied the request: "#)
+            && stderr(&out).contains("KeywirePolicy e2e-prod rule keyVaults (metadata.annotations[keywire.dev/keyvault]): key vault kv-dev-loot is not allowed; allowed: kv-prod-*"),
+        "{}",
+        stderr(&out)
+    );
+    let stored = kubectl(&["get", "pod", "orders", "-n", ns, "-o", "json"], None);
+    let stored: Value = serde_json::from_slice(&stored.stdout).unwrap();
+    assert_eq!(
+        stored["metadata"]["annotations"]["keywire.dev/keyvault"],
+        "kv-prod-orders"
+    );
+    // Other metadata stays editable.
+    let out = kubectl(&["label", "pod", "orders", "-n", ns, "team=checkout"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A ReplicationController's template is judged like a Deployment's.
+    let rc = json!({"apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": "legacy", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"app": "legacy"}, "template": {
+            "metadata": {"labels": {"app": "legacy", "keywire.dev/inject": "true"},
+                "annotations": {"keywire.dev/keyvault": "kv-dev-loot", "keywire.dev/objects": "secret/db"}},
+            "spec": {"serviceAccountName": "shop", "containers": [{"name": "a", "image": "busybox"}]}}}});
+    let out = kubectl(&["create", "-f", "-"], Some(&rc.to_string()));
+    assert!(
+        !out.status.success(),
+        "the ReplicationController was admitted"
+    );
+    assert!(
+        stderr(&out).contains(r#"admission webhook "validate.keywire.dev" denied the request: KeywirePolicy e2e-prod rule keyVaults (spec.template.metadata.annotations[keywire.dev/keyvault])"#),
+        "{}",
+        stderr(&out)
+    );
+
+    // A namespace (and a SecretProviderClass) created a moment ago are judged as they are, every
+    // time: a hand-written CSI volume under keywire's name, in a pod that never opted in, reading
+    // a forbidden vault through its class.
+    for i in 0..5 {
+        let fresh = format!("integrity-fresh-{run}-{i}");
+        let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace",
+             "metadata": {"name": fresh, "labels": {"keywire-e2e/env": "prod"}}},
+            // No controller-manager here: the ServiceAccount admission plugin needs the default one.
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": fresh}},
+            {"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+             "metadata": {"name": "loot", "namespace": fresh},
+             "spec": {"provider": "azure", "parameters": {"keyvaultName": "kv-dev-loot",
+                "clientID": "4b3c2d1e-0f9a-4b8c-8d7e-6f5a4b3c2d1e", "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47"}}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "raw", "namespace": fresh},
+             "spec": {"containers": [{"name": "a", "image": "busybox",
+                "volumeMounts": [{"name": "keywire-secrets-store", "mountPath": "/s"}]}],
+              "volumes": [{"name": "keywire-secrets-store", "csi": {"driver": "secrets-store.csi.k8s.io",
+                "volumeAttributes": {"secretProviderClass": "loot"}}}]}},
+        ]});
+        let out = kubectl(&["create", "-f", "-"], Some(&objects.to_string()));
+        assert!(!out.status.success(), "{fresh}: the pod was admitted");
+        assert_eq!(
+            stderr(&out).lines().last().unwrap_or_default(),
+            r#"Error from server (Forbidden): error when creating "STDIN": admission webhook "validate.keywire.dev" denied the request: KeywirePolicy e2e-prod rule keyVaults (spec.volumes[0]): volume keywire-secrets-store reads key vault kv-dev-loot (SecretProviderClass loot), which is not allowed; allowed: kv-prod-*; KeywirePolicy e2e-prod rule forbidUnmanagedSecretStoreVolumes (spec.volumes[0]): volume keywire-secrets-store uses secrets-store.csi.k8s.io directly (it is not the volume keywire wires for this pod); use keywire annotations instead"#,
+            "{fresh}"
+        );
     }
 }

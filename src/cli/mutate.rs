@@ -10,7 +10,13 @@ use crate::cli::{
     DefaultsArgs, EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, cluster_state, manifests, one_line,
     read_input, report,
 };
-use crate::core::policy::Policy;
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::core::annotations;
+use crate::core::lookup::Lookups;
+use crate::core::policy::{self, Policy};
 use crate::core::workload;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -84,6 +90,23 @@ pub fn run(args: &MutateArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return bad(e),
     };
+    // Which flag defined each Namespace and KeywirePolicy: the platform's, which the input
+    // cannot replace.
+    let mut platform: HashMap<(&'static str, String), String> = HashMap::new();
+    if let Some(path) = &args.cluster_state {
+        for name in state.namespace_names() {
+            platform.insert(
+                ("Namespace", name),
+                format!("--cluster-state {}", path.display()),
+            );
+        }
+        for p in state.policies().iter() {
+            platform.insert(
+                (policy::KIND, p.name.clone()),
+                format!("--cluster-state {}", path.display()),
+            );
+        }
+    }
     for file in &args.policies {
         let loaded = read_input(Some(file))
             .and_then(|text| manifests::parse_documents(&text))
@@ -102,6 +125,11 @@ pub fn run(args: &MutateArgs) -> i32 {
         if let Err(e) = loaded {
             return bad(format!("--policy {}: {e}", file.display()));
         }
+        for p in state.policies().iter() {
+            platform
+                .entry((policy::KIND, p.name.clone()))
+                .or_insert_with(|| format!("--policy {}", file.display()));
+        }
     }
     let mut objects = Vec::new();
     for file in &args.files {
@@ -113,10 +141,64 @@ pub fn run(args: &MutateArgs) -> i32 {
             Err(e) => return bad(e),
         }
     }
-    // ServiceAccounts, Namespaces and policies shipped with the manifests are what the cluster will hold.
-    for (_, o) in &objects {
+    // ServiceAccounts and SecretProviderClasses shipped with the manifests are what the cluster
+    // will hold once they are applied, so they answer lookups (a note says when one replaces the
+    // cluster state's). Namespaces and KeywirePolicies are the platform's: one in the input that
+    // differs from --cluster-state's or --policy's fails the run, and the platform's is used.
+    let mut redefined: Vec<report::ObjectResult> = Vec::new();
+    for (file, o) in &objects {
+        let kind = o.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let name = o
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let source = match kind {
+            "Namespace" => platform.get(&("Namespace", name.clone())),
+            policy::KIND if Policy::is_policy(o) => platform.get(&(policy::KIND, name.clone())),
+            _ => None,
+        };
+        if let Some(source) = source {
+            let same = match kind {
+                "Namespace" => {
+                    state.namespace(&name).map(|n| n.labels)
+                        == Some(annotations::string_map(o.get("metadata"), "labels"))
+                }
+                _ => Policy::from_object(o).ok().is_some_and(|p| {
+                    state
+                        .policies()
+                        .iter()
+                        .any(|q| q.name == p.name && q.spec == p.spec)
+                }),
+            };
+            if !same {
+                redefined.push(report::ObjectResult::refused(
+                    format!("{kind}/{name}"),
+                    file.clone(),
+                    format!(
+                        "redefines {kind} {name} from {source}; the platform's definition is used"
+                    ),
+                ));
+            }
+            continue;
+        }
+        if matches!(kind, "ServiceAccount" | "SecretProviderClass") {
+            let namespace = o
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(&args.namespace);
+            let known = match kind {
+                "ServiceAccount" => state.service_account(namespace, &name).is_some(),
+                _ => state.secret_provider_class(namespace, &name).is_some(),
+            };
+            if known {
+                eprintln!(
+                    "note: {kind} {namespace}/{name} from {file} replaces the one in the cluster state"
+                );
+            }
+        }
         if let Err(e) = state.insert_object_in(o, &args.namespace) {
-            return bad(e);
+            return bad(format!("{file}: {e}"));
         }
     }
     let settings = match args.defaults.settings() {
@@ -135,7 +217,8 @@ pub fn run(args: &MutateArgs) -> i32 {
             )
         })
         .collect();
-    let results = report::results(&mutated);
+    let mut results = report::results(&mutated);
+    results.extend(redefined);
 
     for r in &results {
         for w in &r.warnings {

@@ -33,6 +33,21 @@ pub struct ViolationRow {
     pub message: String,
 }
 
+impl ObjectResult {
+    /// An object refused before any pod was judged (e.g. an input that redefines the platform's).
+    pub fn refused(object: String, file: String, reason: String) -> Self {
+        ObjectResult {
+            object,
+            file,
+            line: None,
+            allowed: false,
+            denial: Some(reason),
+            warnings: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+}
+
 /// Results for the objects that carry a pod (template); `file` names where each came from.
 pub fn results(mutated: &[(String, Mutated)]) -> Vec<ObjectResult> {
     mutated

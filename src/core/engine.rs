@@ -32,7 +32,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn new(outcome: Outcome, warnings: Vec<String>) -> Self {
+    pub fn new(outcome: Outcome, warnings: Vec<String>) -> Self {
         Decision {
             outcome,
             warnings: warnings.into_iter().map(clip).collect(),
@@ -143,8 +143,12 @@ pub fn judge(
     let subject = rules::Subject {
         view: &view,
         pod,
+        namespace,
         plan: Some(&plan),
         azure: None,
+        settings: settings.as_ref(),
+        lookups,
+        whole_pod: false,
     };
     let enforced: Vec<String> = rules::evaluate(&selecting, &subject)
         .into_iter()
@@ -189,8 +193,12 @@ pub fn audit(
     let subject = rules::Subject {
         view: &view,
         pod,
+        namespace,
         plan: plan.as_ref(),
         azure: azure.as_ref(),
+        settings,
+        lookups,
+        whole_pod: true,
     };
     Some(rules::evaluate(&selecting, &subject))
 }
@@ -325,13 +333,27 @@ pub fn decide_at(
     let subject = rules::Subject {
         view: &view,
         pod: &stored,
+        namespace,
         plan: keywire_plan.as_ref(),
         azure: azure_plan.as_ref(),
+        settings,
+        lookups,
+        whole_pod: true,
     };
     let violations: Vec<Violation> = rules::evaluate(&selecting, &subject)
         .into_iter()
         .map(|v| v.under(field_prefix))
         .collect();
+    with_violations(outcome, warnings, violations)
+}
+
+/// The decision once policy has spoken: `Enforce` violations deny (every one listed), `Warn`
+/// ones become warnings, and all are kept for reports and audit annotations.
+fn with_violations(
+    outcome: Outcome,
+    mut warnings: Vec<String>,
+    violations: Vec<Violation>,
+) -> Decision {
     let enforced: Vec<String> = violations
         .iter()
         .filter(|v| v.enforcement == Enforcement::Enforce)
@@ -351,6 +373,19 @@ pub fn decide_at(
     let mut decision = Decision::new(outcome, warnings);
     decision.violations = violations;
     decision
+}
+
+/// The validating webhook's verdict on a pod that already exists and whose keywire or Azure
+/// Workload Identity metadata an UPDATE changes: the policies judge it as it is (an UPDATE
+/// cannot rewire it), never a patch.
+pub fn judge_as_is(
+    pod: &Value,
+    namespace: &str,
+    lookups: &dyn Lookups,
+    settings: &Settings,
+) -> Decision {
+    let violations = audit(pod, namespace, lookups, settings).unwrap_or_default();
+    with_violations(Outcome::Unchanged, Vec::new(), violations)
 }
 
 #[cfg(test)]

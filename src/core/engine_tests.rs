@@ -463,6 +463,33 @@ fn clashes_are_denied() {
 }
 
 #[test]
+fn a_denial_names_every_clash_in_the_pod() {
+    let mut p = keywire_pod(json!({"keywire.dev/keyvault": "kv-demo", "keywire.dev/objects": "a"}));
+    p["spec"]["volumes"] = json!([
+        {"name": "keywire-secrets-store", "emptyDir": {}},
+        {"name": TOKEN_VOLUME, "emptyDir": {}},
+        {"name": "data", "emptyDir": {}},
+    ]);
+    p["spec"]["containers"] = json!([
+        {"name": "app", "volumeMounts": [{"name": "data", "mountPath": "/mnt/secrets-store"}]},
+        {"name": "side", "volumeMounts": [
+            {"name": "data", "mountPath": "/var/run/secrets/azure/wi"},
+            {"name": "keywire-secrets-store", "mountPath": "/elsewhere"},
+        ]},
+    ]);
+    assert_eq!(
+        denial(&p),
+        [
+            r#"volume name clash: the pod already has a volume named "keywire-secrets-store" that keywire did not inject"#,
+            r#"mount path clash: container "app" already mounts volume "data" at "/mnt/secrets-store""#,
+            r#"volume mount clash: container "side" already mounts volume "keywire-secrets-store" at "/elsewhere""#,
+            r#"mount path clash: container "side" already mounts volume "data" at "/var/run/secrets/azure/wi""#,
+        ]
+        .join("; ")
+    );
+}
+
+#[test]
 fn names_never_depend_on_the_pod() {
     let a = json!({"keywire.dev/keyvault": "kv-demo", "keywire.dev/objects": "b, a"});
     let mut p1 = keywire_pod(a);

@@ -27,9 +27,51 @@ pub struct NamespaceInfo {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What policy needs of a SecretProviderClass: its provider and string parameters (the Key
+/// Vault, tenant and identity a volume that names it will use).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecretProviderClassInfo {
+    pub namespace: String,
+    pub name: String,
+    pub provider: String,
+    pub parameters: BTreeMap<String, String>,
+}
+
+impl SecretProviderClassInfo {
+    pub const API_VERSION: &str = "secrets-store.csi.x-k8s.io/v1";
+    pub const KIND: &str = "SecretProviderClass";
+
+    /// From a SecretProviderClass object; `objects` and other non-string parameters are dropped.
+    pub fn from_object(object: &Value, default_namespace: &str) -> Self {
+        let meta = object.get("metadata");
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+        SecretProviderClassInfo {
+            namespace: meta
+                .and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or(default_namespace)
+                .to_string(),
+            name: text(meta.and_then(|m| m.get("name"))),
+            provider: text(object.pointer("/spec/provider")),
+            parameters: object
+                .pointer("/spec/parameters")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| k.as_str() != "objects")
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 pub trait Lookups {
     fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo>;
     fn namespace(&self, name: &str) -> Option<NamespaceInfo>;
+    fn secret_provider_class(&self, namespace: &str, name: &str)
+    -> Option<SecretProviderClassInfo>;
     /// Every KeywirePolicy in the cluster; the core selects by namespace.
     fn policies(&self) -> Arc<Vec<Policy>>;
 }
@@ -39,6 +81,7 @@ pub trait Lookups {
 pub struct ClusterState {
     service_accounts: HashMap<(String, String), ServiceAccountInfo>,
     namespaces: HashMap<String, NamespaceInfo>,
+    classes: HashMap<(String, String), SecretProviderClassInfo>,
     policies: Arc<Vec<Policy>>,
 }
 
@@ -97,6 +140,14 @@ impl ClusterState {
                     labels: annotations::string_map(meta, "labels"),
                 });
             }
+            SecretProviderClassInfo::KIND
+                if object.get("apiVersion").and_then(Value::as_str)
+                    == Some(SecretProviderClassInfo::API_VERSION) =>
+            {
+                self.add_secret_provider_class(SecretProviderClassInfo::from_object(
+                    object, namespace,
+                ));
+            }
             _ => {}
         }
         Ok(())
@@ -110,6 +161,16 @@ impl ClusterState {
     pub fn add_namespace(&mut self, ns: NamespaceInfo) {
         self.namespaces.insert(ns.name.clone(), ns);
     }
+
+    /// The names of the Namespaces it holds.
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.namespaces.keys().cloned().collect()
+    }
+
+    pub fn add_secret_provider_class(&mut self, class: SecretProviderClassInfo) {
+        self.classes
+            .insert((class.namespace.clone(), class.name.clone()), class);
+    }
 }
 
 impl Lookups for ClusterState {
@@ -121,6 +182,16 @@ impl Lookups for ClusterState {
 
     fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
         self.namespaces.get(name).cloned()
+    }
+
+    fn secret_provider_class(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<SecretProviderClassInfo> {
+        self.classes
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     fn policies(&self) -> Arc<Vec<Policy>> {

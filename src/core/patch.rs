@@ -3,6 +3,8 @@
 //! The raw JSON is patched (not a typed Pod) so fields unknown to k8s-openapi survive.
 //! Only `add` is ever emitted; user content is never overwritten.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -69,12 +71,21 @@ fn is_subset(desired: &Value, actual: &Value) -> bool {
     }
 }
 
-fn named<'a>(items: Option<&'a Value>, name: &Value) -> Option<(usize, &'a Value)> {
-    items?
-        .as_array()?
-        .iter()
+/// Index of the first item of each name in an array of named items (volumes, mounts, env),
+/// so every lookup in a pod is O(1) and rendering stays linear in the pod's size.
+fn by_name(items: Option<&Value>) -> HashMap<&str, (usize, &Value)> {
+    let mut index = HashMap::new();
+    for (i, item) in items
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
         .enumerate()
-        .find(|(_, i)| i.get("name") == Some(name))
+    {
+        if let Some(name) = item.get("name").and_then(Value::as_str) {
+            index.entry(name).or_insert((i, item));
+        }
+    }
+    index
 }
 
 /// Appends `new` items to the array at `path`, or adds the array whole if it is missing.
@@ -92,22 +103,27 @@ fn append(ops: &mut Vec<PatchOp>, existing: Option<&Value>, path: &str, new: Vec
     }
 }
 
-/// Renders the operations that give `pod` its `wiring`, plus warnings; or the reason to deny.
+/// Renders the operations that give `pod` its `wiring`, plus warnings; or the reason to deny,
+/// naming every clash in the pod (each volume name and each container's mount), not only the
+/// first.
 pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>), String> {
     let Some(spec) = pod.get("spec").filter(|s| s.is_object()) else {
         return Err("the pod has no spec object".to_string());
     };
     let mut ops = Vec::new();
     let mut warnings = Vec::new();
+    let mut clashes = Vec::new();
 
     let volumes = spec.get("volumes");
+    let existing_volumes = by_name(volumes);
     let mut new_volumes = Vec::new();
     let replaceable = |name: &Value| {
         name.as_str()
             .is_some_and(|n| wiring.replaceable.iter().any(|r| r == n))
     };
     for volume in &wiring.volumes {
-        match named(volumes, &volume["name"]) {
+        let name = volume["name"].as_str().unwrap_or_default();
+        match existing_volumes.get(name) {
             // CSI attributes override the SecretProviderClass in the driver: they must match exactly.
             Some((_, existing))
                 if is_subset(volume, existing)
@@ -119,25 +135,19 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
                     volume.clone(),
                 ));
             }
-            Some(_) => {
-                return Err(format!(
-                    "volume name clash: the pod already has a volume named {} that keywire did not inject",
-                    volume["name"]
-                ));
-            }
+            Some(_) => clashes.push(format!(
+                "volume name clash: the pod already has a volume named {} that keywire did not inject",
+                volume["name"]
+            )),
             None => new_volumes.push(volume.clone()),
         }
     }
     append(&mut ops, volumes, "/spec/volumes", new_volumes);
 
     for kind in [ContainerKind::Init, ContainerKind::Regular] {
-        let list = spec.get(kind.field()).and_then(Value::as_array);
+        let containers = by_name(spec.get(kind.field()));
         for wired in wiring.containers.iter().filter(|c| c.kind == kind) {
-            let Some((index, container)) = list.and_then(|cs| {
-                cs.iter()
-                    .enumerate()
-                    .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(&wired.name))
-            }) else {
+            let Some(&(index, container)) = containers.get(wired.name.as_str()) else {
                 return Err(format!(
                     "the pod has no {} named {:?}",
                     kind.field(),
@@ -147,9 +157,17 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
             let base = format!("/spec/{}/{index}", kind.field());
 
             let mounts = container.get("volumeMounts");
+            let mounts_by_name = by_name(mounts);
+            let mut mounts_by_path: HashMap<&str, &Value> = HashMap::new();
+            for m in mounts.and_then(Value::as_array).into_iter().flatten() {
+                if let Some(path) = m.get("mountPath").and_then(Value::as_str) {
+                    mounts_by_path.entry(path).or_insert(m);
+                }
+            }
             let mut new_mounts = Vec::new();
             for m in &wired.mounts {
-                if let Some((i, existing)) = named(mounts, &m["name"]) {
+                let name = m["name"].as_str().unwrap_or_default();
+                if let Some(&(i, existing)) = mounts_by_name.get(name) {
                     if is_subset(m, existing) {
                         continue;
                     }
@@ -160,19 +178,19 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
                         ));
                         continue;
                     }
-                    return Err(format!(
+                    clashes.push(format!(
                         "volume mount clash: container {:?} already mounts volume {} at {}",
                         wired.name, m["name"], existing["mountPath"]
                     ));
+                    continue;
                 }
-                let same_path = mounts
-                    .and_then(Value::as_array)
-                    .and_then(|ms| ms.iter().find(|x| x.get("mountPath") == m.get("mountPath")));
-                if let Some(other) = same_path {
-                    return Err(format!(
+                let path = m["mountPath"].as_str().unwrap_or_default();
+                if let Some(other) = mounts_by_path.get(path) {
+                    clashes.push(format!(
                         "mount path clash: container {:?} already mounts volume {} at {}",
                         wired.name, other["name"], m["mountPath"]
                     ));
+                    continue;
                 }
                 new_mounts.push(m.clone());
             }
@@ -184,20 +202,24 @@ pub fn render(pod: &Value, wiring: &Wiring) -> Result<(Vec<PatchOp>, Vec<String>
             );
 
             let env = container.get("env");
+            let env_by_name = by_name(env);
             let mut new_env = Vec::new();
             for e in &wired.env {
-                match named(env, &e["name"]) {
+                let name = e["name"].as_str().unwrap_or_default();
+                match env_by_name.get(name) {
                     Some((_, existing)) if is_subset(e, existing) => {}
                     Some(_) => warnings.push(format!(
-                        "container {:?} sets {} itself; keywire's value was not injected",
+                        "container {:?} sets {name} itself; keywire's value was not injected",
                         wired.name,
-                        e["name"].as_str().unwrap_or_default()
                     )),
                     None => new_env.push(e.clone()),
                 }
             }
             append(&mut ops, env, &format!("{base}/env"), new_env);
         }
+    }
+    if !clashes.is_empty() {
+        return Err(clashes.join("; "));
     }
 
     // New containers go in after every operation that addresses existing ones by index.

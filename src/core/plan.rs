@@ -561,7 +561,8 @@ fn short_hash(input: &str) -> String {
     digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
 }
 
-fn csi_volume(plan: &Plan) -> Value {
+/// The CSI volume keywire wires for a plan (rules recognise keywire's own volume by it).
+pub fn csi_volume(plan: &Plan) -> Value {
     let mut csi = json!({
         "driver": CSI_DRIVER,
         "readOnly": true,

@@ -38,7 +38,7 @@ impl Enforcement {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelectorRequirement {
     pub key: String,
     pub operator: String,
@@ -47,7 +47,7 @@ pub struct LabelSelectorRequirement {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,
@@ -75,7 +75,7 @@ impl LabelSelector {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AllowRule {
     #[serde(default)]
     pub allowed: Vec<String>,
@@ -83,7 +83,7 @@ pub struct AllowRule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClassRule {
     #[serde(default)]
     pub allowed: Vec<String>,
@@ -92,7 +92,7 @@ pub struct ClassRule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BoundsRule {
     pub min: Option<i64>,
     pub max: Option<i64>,
@@ -100,7 +100,7 @@ pub struct BoundsRule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ToggleRule {
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -112,7 +112,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Defaults {
     #[serde(rename = "tenantID")]
     pub tenant_id: Option<String>,
@@ -122,7 +122,7 @@ pub struct Defaults {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicySpec {
     #[serde(default)]
     pub namespace_selector: LabelSelector,
@@ -131,6 +131,8 @@ pub struct PolicySpec {
     pub identity: Option<AllowRule>,
     pub key_vaults: Option<AllowRule>,
     pub tenants: Option<AllowRule>,
+    pub client_ids: Option<AllowRule>,
+    pub authority_hosts: Option<AllowRule>,
     pub secret_provider_classes: Option<ClassRule>,
     pub token_expiration: Option<BoundsRule>,
     pub forbid_unmanaged_secret_store_volumes: Option<ToggleRule>,
@@ -153,9 +155,18 @@ impl Policy {
             .and_then(Value::as_str)
             .ok_or("KeywirePolicy without metadata.name")?
             .to_string();
-        let spec: PolicySpec =
-            serde_json::from_value(object.get("spec").cloned().unwrap_or(Value::Null))
-                .map_err(|e| format!("KeywirePolicy {name}: spec: {e}"))?;
+        // Unknown fields are errors naming their path, as `kubectl apply` with strict field
+        // validation reports them: a misspelled rule must not pass as no rule.
+        let spec = object.get("spec").unwrap_or(&Value::Null);
+        let spec: PolicySpec = serde_path_to_error::deserialize(spec).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!(".{path}")
+            };
+            format!("KeywirePolicy {name}: spec{at}: {}", e.into_inner())
+        })?;
         let identities = spec.identity.iter().flat_map(|r| &r.allowed);
         let defaults = spec.defaults.iter().filter_map(|d| d.identity.as_ref());
         for mode in identities.chain(defaults) {
@@ -205,17 +216,45 @@ pub fn defaults(selecting: &[&Policy]) -> Defaults {
 }
 
 /// Shell-style glob with `*` and `?`, case-insensitive (Key Vault names are).
+///
+/// Greedy, remembering only the last `*`: at most (|pattern| + 1) x (|value| + 1) steps, never
+/// the exponential backtracking of a recursive matcher, whatever an admin writes.
 pub fn glob(pattern: &str, value: &str) -> bool {
-    fn go(p: &[u8], v: &[u8]) -> bool {
-        match (p.first(), v.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], v) || (!v.is_empty() && go(p, &v[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &v[1..]),
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &v[1..]),
-            _ => false,
+    glob_steps(pattern.as_bytes(), value.as_bytes()).0
+}
+
+/// `glob`, and how many steps it took (tests hold it to the bound above).
+fn glob_steps(p: &[u8], v: &[u8]) -> (bool, usize) {
+    let (mut pi, mut vi, mut steps) = (0, 0, 0);
+    // Where the last `*` was, and the value position it currently stands for.
+    let mut star: Option<(usize, usize)> = None;
+    while vi < v.len() {
+        steps += 1;
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, vi));
+                pi += 1;
+            }
+            Some(c) if *c == b'?' || c.eq_ignore_ascii_case(&v[vi]) => {
+                pi += 1;
+                vi += 1;
+            }
+            _ => match star {
+                // Let the last `*` take one more byte, and retry what follows it.
+                Some((sp, sv)) => {
+                    star = Some((sp, sv + 1));
+                    pi = sp + 1;
+                    vi = sv + 1;
+                }
+                None => return (false, steps),
+            },
         }
     }
-    go(pattern.as_bytes(), value.as_bytes())
+    while p.get(pi) == Some(&b'*') {
+        pi += 1;
+        steps += 1;
+    }
+    (pi == p.len(), steps)
 }
 
 #[cfg(test)]
@@ -253,9 +292,31 @@ mod tests {
             ("kv-prod-*", "kv-dev-1", false),
             ("exact", "exact", true),
             ("exact", "exactly", false),
+            ("KV-*", "kv-prod", true),
+            ("*-prod", "kv-prod-prod", true),
+            ("*?", "", false),
+            ("a*", "", false),
+            ("**", "", true),
+            ("*a*b", "aaab", true),
+            ("*a*b", "aaaba", false),
         ] {
             assert_eq!(glob(p, v), want, "{p} {v}");
         }
+    }
+
+    #[test]
+    fn globs_take_bounded_steps_whatever_the_pattern() {
+        // The pattern that took a recursive matcher over 20 s: many stars, a long near-miss.
+        let pattern = format!("{}b", "*a".repeat(60));
+        let value = "a".repeat(4096);
+        let (matched, steps) = glob_steps(pattern.as_bytes(), value.as_bytes());
+        assert!(!matched);
+        assert!(
+            steps <= (pattern.len() + 1) * (value.len() + 1),
+            "{steps} steps"
+        );
+        let (matched, _) = glob_steps(format!("{}a", "*a".repeat(60)).as_bytes(), value.as_bytes());
+        assert!(matched);
     }
 
     #[test]
@@ -283,8 +344,33 @@ mod tests {
         let err =
             Policy::from_object(&policy("bad", json!({"enforcement": "Sometimes"}))).unwrap_err();
         assert!(
-            err.starts_with("KeywirePolicy bad: spec: unknown variant `Sometimes`"),
+            err.starts_with("KeywirePolicy bad: spec.enforcement: unknown variant `Sometimes`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_naming_the_field() {
+        for (spec, want) in [
+            (
+                json!({"keyVault": {"allowed": ["kv-*"]}}),
+                "KeywirePolicy typo: spec.keyVault: unknown field `keyVault`, expected one of",
+            ),
+            (
+                json!({"keyVaults": {"allow": ["kv-*"]}}),
+                "KeywirePolicy typo: spec.keyVaults.allow: unknown field `allow`, expected `allowed` or `enforcement`",
+            ),
+            (
+                json!({"namespaceSelector": {"matchLabel": {"env": "prod"}}}),
+                "KeywirePolicy typo: spec.namespaceSelector.matchLabel: unknown field `matchLabel`",
+            ),
+            (
+                json!({"defaults": {"tenantId": "t"}}),
+                "KeywirePolicy typo: spec.defaults.tenantId: unknown field `tenantId`",
+            ),
+        ] {
+            let err = Policy::from_object(&policy("typo", spec)).unwrap_err();
+            assert!(err.starts_with(want), "{err}");
+        }
     }
 }

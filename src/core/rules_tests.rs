@@ -150,10 +150,7 @@ fn raw_volume(csi: Value) -> Value {
 
 #[test]
 fn unmanaged_secret_store_volumes_are_refused() {
-    let forbid = policy(
-        "lock",
-        json!({"forbidUnmanagedSecretStoreVolumes": {}, "identity": {"allowed": ["workload"]}}),
-    );
+    let forbid = policy("lock", json!({"forbidUnmanagedSecretStoreVolumes": {}}));
     let d = run(
         std::slice::from_ref(&forbid),
         &raw_volume(
@@ -165,7 +162,7 @@ fn unmanaged_secret_store_volumes_are_refused() {
         Outcome::Denied("KeywirePolicy lock rule forbidUnmanagedSecretStoreVolumes (spec.volumes[0]): volume secrets uses secrets-store.csi.k8s.io directly; use keywire annotations instead".into())
     );
 
-    // A hand-made volume under keywire's own name that overrides clientID is the identity-override hole.
+    // A hand-made volume under keywire's own name that overrides clientID is not keywire's.
     let mut p = keywire(
         json!({"keywire.dev/secret-provider-class": "team", "keywire.dev/identity": "managed-identity"}),
     );
@@ -180,22 +177,21 @@ fn unmanaged_secret_store_volumes_are_refused() {
     assert!(!d.is_allowed(), "{d:?}");
 
     let mut p = raw_volume(
-        json!({"driver": "secrets-store.csi.k8s.io", "volumeAttributes": {"secretProviderClass": "x"},
+        json!({"driver": "secrets-store.csi.k8s.io", "volumeAttributes": {"secretProviderClass": "x", "keyvaultName": "kv-a"},
         "nodePublishSecretRef": {"name": "creds"}}),
     );
     p["spec"]["volumes"][0]["name"] = json!("keywire-secrets-store");
     let d = run(&[forbid], &p);
     assert_eq!(
-        rules(&d),
-        vec![("forbidUnmanagedSecretStoreVolumes", Enforcement::Enforce)]
-    );
-    assert_eq!(
-        d.violations[0].field,
-        "spec.volumes[0].csi.nodePublishSecretRef"
+        d.outcome,
+        Outcome::Denied("KeywirePolicy lock rule forbidUnmanagedSecretStoreVolumes (spec.volumes[0]): volume keywire-secrets-store uses secrets-store.csi.k8s.io directly (it is not the volume keywire wires for this pod; its volumeAttributes keyvaultName override the SecretProviderClass; it carries its own nodePublishSecretRef); use keywire annotations instead".into())
     );
 
     // Other CSI drivers are none of keywire's business.
-    let allow = policy("lock", json!({"forbidUnmanagedSecretStoreVolumes": {}}));
+    let allow = policy(
+        "lock",
+        json!({"forbidUnmanagedSecretStoreVolumes": {}, "identity": {"allowed": ["workload"]}}),
+    );
     assert!(
         run(
             &[allow],
@@ -203,6 +199,183 @@ fn unmanaged_secret_store_volumes_are_refused() {
         )
         .violations
         .is_empty()
+    );
+}
+
+/// A SecretProviderClass object in namespace prod.
+fn class(name: &str, parameters: Value) -> Value {
+    json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+        "metadata": {"name": name, "namespace": "prod"},
+        "spec": {"provider": "azure", "parameters": parameters}})
+}
+
+#[test]
+fn every_secret_store_volume_is_judged_by_what_it_reads() {
+    // The platform's rules, without forbidUnmanagedSecretStoreVolumes: only content can catch these.
+    let prod = policy(
+        "prod",
+        json!({"keyVaults": {"allowed": ["kv-prod-*"]}, "tenants": {"allowed": [TENANT]},
+               "identity": {"allowed": ["workload"]},
+               "secretProviderClasses": {"allowed": ["approved-*", "evil"]}}),
+    );
+    let mut cluster = state(std::slice::from_ref(&prod));
+    cluster
+        .insert_object(&class(
+            "evil",
+            json!({"keyvaultName": "kv-dev-loot", "tenantId": "other-tenant", "clientID": CLIENT}),
+        ))
+        .unwrap();
+    cluster
+        .insert_object(&class(
+            "approved-orders",
+            json!({"keyvaultName": "kv-prod-orders", "tenantId": TENANT, "clientID": CLIENT}),
+        ))
+        .unwrap();
+    let volume = |class: &str, extra: Value| {
+        let mut attributes = json!({"secretProviderClass": class});
+        attributes
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"name": "keywire-secrets-store", "csi": {"driver": "secrets-store.csi.k8s.io",
+            "readOnly": true, "volumeAttributes": attributes}})
+    };
+    let judge = |p: &Value| decide(p, "prod", &cluster, &Settings::default());
+
+    // Keywire's own volume name, in a pod that never opted in: judged by the class it reads.
+    let mut p = pod_with(json!({}), json!({}), app_spec());
+    p["spec"]["volumes"] = json!([volume("evil", json!({}))]);
+    assert_eq!(
+        judge(&p).outcome,
+        Outcome::Denied(
+            [
+                "KeywirePolicy prod rule keyVaults (spec.volumes[0]): volume keywire-secrets-store reads key vault kv-dev-loot (SecretProviderClass evil), which is not allowed; allowed: kv-prod-*",
+                &format!("KeywirePolicy prod rule tenants (spec.volumes[0]): volume keywire-secrets-store signs in to tenant other-tenant (SecretProviderClass evil), which is not allowed; allowed: {TENANT}"),
+            ]
+            .join("; ")
+        )
+    );
+
+    // An approved class, but the volume's attributes override its vault and identity.
+    p["spec"]["volumes"] = json!([volume(
+        "approved-orders",
+        json!({"keyvaultName": "kv-dev-loot", "useVMManagedIdentity": "true"})
+    )]);
+    assert_eq!(
+        rules(&judge(&p)),
+        vec![
+            ("identity", Enforcement::Enforce),
+            ("keyVaults", Enforcement::Enforce)
+        ]
+    );
+    // And a service principal's Secret on a hand-written volume is a service-principal identity.
+    p["spec"]["volumes"] = json!([volume("approved-orders", json!({}))]);
+    p["spec"]["volumes"][0]["csi"]["nodePublishSecretRef"] = json!({"name": "creds"});
+    assert_eq!(
+        judge(&p).violations[0].message,
+        "volume keywire-secrets-store reads SecretProviderClass approved-orders as service-principal, which is not allowed; allowed: workload"
+    );
+    // A class nobody can see cannot be approved.
+    p["spec"]["volumes"] = json!([volume("approved-ghost", json!({}))]);
+    assert_eq!(
+        judge(&p).violations[0].message,
+        "volume keywire-secrets-store names SecretProviderClass prod/approved-ghost, which was not found; what it reads cannot be checked"
+    );
+    // The approved class as it is passes.
+    p["spec"]["volumes"] = json!([volume("approved-orders", json!({}))]);
+    assert_eq!(judge(&p).violations, vec![]);
+
+    // The same volume in a Deployment template is judged the same way, named by its template path.
+    let mut template = pod_with(json!({}), json!({}), app_spec());
+    template["spec"]["volumes"] = json!([volume("evil", json!({}))]);
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "prod"},
+        "spec": {"template": {"metadata": template["metadata"], "spec": template["spec"]}}});
+    let judged = crate::core::workload::mutate(&deployment, "prod", &cluster, &Settings::default());
+    let fields: Vec<String> = judged
+        .decision
+        .unwrap()
+        .violations
+        .iter()
+        .map(|v| format!("{} {}", v.rule, v.field))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            "keyVaults spec.template.spec.volumes[0]",
+            "tenants spec.template.spec.volumes[0]"
+        ]
+    );
+
+    // keywire's existing-class wiring reads the class's vault too, not only its name.
+    let p = keywire(json!({"keywire.dev/secret-provider-class": "evil"}));
+    assert_eq!(
+        judge(&p).violations[0].to_string(),
+        "KeywirePolicy prod rule keyVaults (metadata.annotations[keywire.dev/secret-provider-class]): volume keywire-secrets-store reads key vault kv-dev-loot (SecretProviderClass evil), which is not allowed; allowed: kv-prod-*"
+    );
+}
+
+#[test]
+fn rules_judge_the_values_the_pod_will_run_with() {
+    let prod = policy(
+        "prod",
+        json!({"tenants": {"allowed": [TENANT]}, "clientIds": {"allowed": [CLIENT]},
+               "authorityHosts": {"allowed": ["https://login.microsoftonline.com"]},
+               "tokenExpiration": {"max": 7200}, "identity": {"allowed": ["workload"]}}),
+    );
+    let judge = |p: &Value| run(std::slice::from_ref(&prod), p);
+
+    // keywire wires workload identity; the container overrides what the SDK will use.
+    let mut p = keywire(json!({"keywire.dev/keyvault": "kv-prod", "keywire.dev/objects": "a"}));
+    p["spec"]["containers"][0]["env"] = json!([
+        {"name": "AZURE_TENANT_ID", "value": "attacker-tenant"},
+        {"name": "AZURE_CLIENT_ID", "valueFrom": {"configMapKeyRef": {"name": "ids", "key": "client"}}},
+        {"name": "AZURE_AUTHORITY_HOST", "value": "https://login.attacker.example/"},
+    ]);
+    let d = judge(&p);
+    assert_eq!(
+        d.violations
+            .iter()
+            .map(|v| format!("{} {}: {}", v.rule, v.field, v.message))
+            .collect::<Vec<_>>(),
+        vec![
+            format!("tenants spec.containers[0].env[0]: container \"app\" sets AZURE_TENANT_ID=attacker-tenant, which is not allowed; allowed: {TENANT}"),
+            "clientIds spec.containers[0].env[1]: container \"app\" takes AZURE_CLIENT_ID from a ConfigMap or Secret; set it as a literal value so policy can check it".to_string(),
+            "authorityHosts spec.containers[0].env[2]: container \"app\" sets AZURE_AUTHORITY_HOST=https://login.attacker.example/, which is not allowed; allowed: https://login.microsoftonline.com".to_string(),
+        ]
+    );
+    assert!(!d.is_allowed());
+
+    // The same values set by keywire pass: the trailing slash does not matter.
+    let p = keywire(json!({"keywire.dev/keyvault": "kv-prod", "keywire.dev/objects": "a"}));
+    assert_eq!(judge(&p).violations, vec![]);
+
+    // A hand-written token for Entra, in a pod keywire never saw: tokenExpiration bounds it.
+    let mut p = pod_with(json!({}), json!({}), app_spec());
+    p["spec"]["volumes"] = json!([{"name": "my-token", "projected": {"sources": [
+        {"serviceAccountToken": {"audience": "api://AzureADTokenExchange", "expirationSeconds": 86400, "path": "t"}}]}}]);
+    p["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "my-token", "mountPath": "/t"}]);
+    p["spec"]["containers"][0]["envFrom"] = json!([{"configMapRef": {"name": "azure"}}]);
+    let d = judge(&p);
+    assert_eq!(
+        d.violations
+            .iter()
+            .map(|v| format!("{} {}: {}", v.rule, v.field, v.message))
+            .collect::<Vec<_>>(),
+        vec![
+            "tenants spec.containers[0].envFrom: container \"app\" takes AZURE_TENANT_ID from a ConfigMap or Secret; set it as a literal value so policy can check it",
+            "clientIds spec.containers[0].envFrom: container \"app\" takes AZURE_CLIENT_ID from a ConfigMap or Secret; set it as a literal value so policy can check it",
+            "authorityHosts spec.containers[0].envFrom: container \"app\" takes AZURE_AUTHORITY_HOST from a ConfigMap or Secret; set it as a literal value so policy can check it",
+            "tokenExpiration spec.volumes[0]: volume my-token projects a token for Entra that lasts 86400s, outside 3600..7200s",
+        ]
+    );
+
+    // A client secret in the environment is a service principal, whatever keywire wires.
+    let mut p = pod_with(json!({}), json!({}), app_spec());
+    p["spec"]["containers"][0]["env"] = json!([{"name": "AZURE_CLIENT_SECRET", "valueFrom": {"secretKeyRef": {"name": "sp", "key": "secret"}}}]);
+    assert_eq!(
+        judge(&p).violations[0].message,
+        "container \"app\" sets AZURE_CLIENT_SECRET (identity service-principal), which is not allowed; allowed: workload"
     );
 }
 

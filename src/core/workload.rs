@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::core::annotations;
 use crate::core::engine::{self, Decision, Outcome};
 use crate::core::lookup::Lookups;
 use crate::core::patch;
@@ -29,6 +30,26 @@ pub fn pod_pointer(object: &Value) -> Option<&'static str> {
         ("batch/v1", "CronJob") => Some("/spec/jobTemplate/spec/template"),
         _ => None,
     }
+}
+
+/// Workload API versions the API server no longer serves, and what replaced them.
+fn removed_api(object: &Value) -> Option<(&'static str, &'static str, &'static str)> {
+    let api = object.get("apiVersion").and_then(Value::as_str)?;
+    let kind = object.get("kind").and_then(Value::as_str)?;
+    let (replacement, removed_in, pointer) = match (api, kind) {
+        ("extensions/v1beta1", "Deployment" | "DaemonSet" | "ReplicaSet") => {
+            ("apps/v1", "1.16", "/spec/template")
+        }
+        (
+            "apps/v1beta1" | "apps/v1beta2",
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet",
+        ) => ("apps/v1", "1.16", "/spec/template"),
+        ("batch/v1beta1" | "batch/v2alpha1", "CronJob") => {
+            ("batch/v1", "1.25", "/spec/jobTemplate/spec/template")
+        }
+        _ => return None,
+    };
+    Some((replacement, removed_in, pointer))
 }
 
 /// One manifest after `keywire mutate`.
@@ -70,10 +91,32 @@ pub fn mutate(
     settings: &Settings,
 ) -> Mutated {
     let Some(pointer) = pod_pointer(object) else {
+        // The API server would refuse the object; say so rather than pass it over in silence.
+        let decision = removed_api(object).map(|(replacement, removed_in, pointer)| {
+            let api = object["apiVersion"].as_str().unwrap_or_default();
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let labels =
+                annotations::string_map(object.pointer(&format!("{pointer}/metadata")), "labels");
+            let asks = annotations::is_opted_in(&labels)
+                || annotations::uses_azure_workload_identity(&labels);
+            let message = format!(
+                "{kind} {api} is not served since Kubernetes {removed_in}; use {replacement}"
+            );
+            if asks {
+                Decision::new(
+                    Outcome::Denied(format!(
+                        "{message} (keywire cannot wire what the API server refuses)"
+                    )),
+                    Vec::new(),
+                )
+            } else {
+                Decision::new(Outcome::Unchanged, vec![message])
+            }
+        });
         return Mutated {
             original: object.clone(),
             mutated: object.clone(),
-            decision: None,
+            decision,
         };
     };
     let namespace = object
@@ -172,5 +215,46 @@ mod tests {
             "injected"
         );
         assert_eq!(m.mutated["spec"]["schedule"], "* * * * *");
+    }
+
+    #[test]
+    fn removed_workload_apis_are_named_not_skipped() {
+        let deployment = |labels: Value| {
+            json!({"apiVersion": "extensions/v1beta1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "a"}]}}}})
+        };
+        let m = mutate(
+            &deployment(json!({"keywire.dev/inject": "true"})),
+            "default",
+            &ClusterState::new(),
+            &Settings::default(),
+        );
+        assert_eq!(
+            m.decision.unwrap().outcome,
+            Outcome::Denied("Deployment extensions/v1beta1 is not served since Kubernetes 1.16; use apps/v1 (keywire cannot wire what the API server refuses)".into())
+        );
+        let m = mutate(
+            &deployment(json!({})),
+            "default",
+            &ClusterState::new(),
+            &Settings::default(),
+        );
+        let d = m.decision.unwrap();
+        assert_eq!(d.outcome, Outcome::Unchanged);
+        assert_eq!(
+            d.warnings,
+            vec![
+                "Deployment extensions/v1beta1 is not served since Kubernetes 1.16; use apps/v1"
+                    .to_string()
+            ]
+        );
+        let cron = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob", "metadata": {"name": "c"},
+            "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"labels": {"azure.workload.identity/use": "true"}}}}}}});
+        assert!(
+            !mutate(&cron, "default", &ClusterState::new(), &Settings::default())
+                .decision
+                .unwrap()
+                .is_allowed()
+        );
     }
 }

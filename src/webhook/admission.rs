@@ -54,6 +54,9 @@ pub struct AdmissionRequest {
     pub operation: String,
     #[serde(default)]
     pub object: Option<Value>,
+    /// The object before an UPDATE.
+    #[serde(default)]
+    pub old_object: Option<Value>,
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
@@ -153,6 +156,16 @@ pub fn validate(
         Some(object) if pod && request.operation == "UPDATE" && sub == "ephemeralcontainers" => {
             engine::decide(object, namespace, lookups, settings)
         }
+        // Annotations and labels stay mutable after creation: a change to what keywire or the
+        // drop-in reads is judged like a new pod would be (the controller acts on it).
+        Some(object)
+            if pod
+                && request.operation == "UPDATE"
+                && sub.is_empty()
+                && contract_changed(request.old_object.as_ref(), object) =>
+        {
+            engine::judge_as_is(object, namespace, lookups, settings)
+        }
         Some(object)
             if is_workload(&request.kind)
                 && matches!(request.operation.as_str(), "CREATE" | "UPDATE")
@@ -179,6 +192,28 @@ pub fn validate(
         decision.outcome = Outcome::Unchanged;
     }
     decision
+}
+
+/// Whether an UPDATE changes a `keywire.dev/*` or `azure.workload.identity/*` label or
+/// annotation (added, removed or edited).
+fn contract_changed(old: Option<&Value>, new: &Value) -> bool {
+    fn ours(object: Option<&Value>, field: &str) -> Vec<(String, Value)> {
+        let mut out: Vec<(String, Value)> = object
+            .and_then(|o| o.pointer(&format!("/metadata/{field}")))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| {
+                k.starts_with("keywire.dev/") || k.starts_with("azure.workload.identity/")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+    ["labels", "annotations"]
+        .iter()
+        .any(|f| ours(old, f) != ours(Some(new), f))
 }
 
 fn unchanged() -> Decision {
@@ -408,5 +443,55 @@ mod tests {
             r#"annotation keywire.dev/identity="magic" is invalid: one of workload, service-principal, managed-identity, pod-identity"#
         );
         assert!(v["response"].get("patch").is_none());
+    }
+
+    #[test]
+    fn updates_that_change_keywire_metadata_are_judged() {
+        let state = crate::fixtures::cluster_with_policies(&[crate::fixtures::policy(
+            "prod",
+            json!({"keyVaults": {"allowed": ["kv-prod-*"]}}),
+        )]);
+        let admitted = {
+            let mut p = pod();
+            p["metadata"]["annotations"] =
+                json!({"keywire.dev/keyvault": "kv-prod-a", "keywire.dev/objects": "a"});
+            p["spec"]["serviceAccountName"] = json!("app");
+            p
+        };
+        let update = |old: &Value, new: &Value| {
+            let body = review_of(
+                json!({"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "UPDATE", "namespace": "prod", "object": new, "oldObject": old}),
+            );
+            let out = review(&body, Endpoint::Validate, &state, &Settings::default()).unwrap();
+            serde_json::from_slice::<Value>(&out.body).unwrap()["response"].clone()
+        };
+        // Pointing a running pod at another vault: the controller would follow it, so it is denied.
+        let mut edited = admitted.clone();
+        edited["metadata"]["annotations"]["keywire.dev/keyvault"] = json!("kv-dev-b");
+        let response = update(&admitted, &edited);
+        assert_eq!(response["allowed"], false);
+        assert_eq!(
+            response["status"]["message"],
+            "KeywirePolicy prod rule keyVaults (metadata.annotations[keywire.dev/keyvault]): key vault kv-dev-b is not allowed; allowed: kv-prod-*"
+        );
+        // Opting in a running pod is a change too.
+        let mut plain = edited.clone();
+        plain["metadata"]["labels"] = json!({});
+        assert_eq!(update(&plain, &edited)["allowed"], false);
+        // Other metadata changes are not keywire's to judge, even on a pod policy would refuse now.
+        let mut relabelled = edited.clone();
+        relabelled["metadata"]["labels"]["team"] = json!("a");
+        assert_eq!(update(&edited, &relabelled)["allowed"], true);
+        // The mutating webhook still only sees CREATE.
+        let body = review_of(
+            json!({"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "UPDATE", "namespace": "prod", "object": edited, "oldObject": admitted}),
+        );
+        let out = review(&body, Endpoint::Mutate, &state, &Settings::default()).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out.body).unwrap()["response"]["allowed"],
+            true
+        );
     }
 }

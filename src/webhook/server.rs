@@ -16,7 +16,9 @@ use axum::routing::{get, post};
 
 use crate::cluster::KubeLookups;
 use crate::core::annotations;
-use crate::core::lookup::{ClusterState, Lookups, NamespaceInfo, ServiceAccountInfo};
+use crate::core::lookup::{
+    ClusterState, Lookups, NamespaceInfo, SecretProviderClassInfo, ServiceAccountInfo,
+};
 use crate::core::plan::{PodView, Settings};
 use crate::core::policy::{Enforcement, Policy};
 use crate::webhook::admission;
@@ -62,6 +64,17 @@ impl Lookups for Backend {
         match self {
             Backend::File(s) => s.namespace(name),
             Backend::Kube(k) => k.namespace(name),
+        }
+    }
+
+    fn secret_provider_class(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<SecretProviderClassInfo> {
+        match self {
+            Backend::File(s) => s.secret_provider_class(namespace, name),
+            Backend::Kube(k) => k.secret_provider_class(namespace, name),
         }
     }
 
@@ -167,14 +180,24 @@ async fn handle(state: Arc<AppState>, endpoint: admission::Endpoint, body: Body)
         .and_then(|o| o.pointer(crate::core::workload::pod_pointer(o).unwrap_or("")));
     if let (Backend::Kube(kube), Some(object)) = (&state.backend, pod) {
         let view = PodView::from_json(object);
+        let mut misses = 0;
         if (annotations::is_opted_in(&view.labels)
             || annotations::uses_azure_workload_identity(&view.labels))
             && kube
                 .prefetch_service_account(namespace, &view.service_account)
                 .await
         {
-            state.metrics.lookup_misses.inc();
+            misses += 1;
         }
+        // Policy selects by the namespace's labels and judges the classes volumes point at:
+        // what the caches have not seen yet is fetched, never assumed absent.
+        if !kube.policies().is_empty() {
+            misses += u64::from(kube.prefetch_namespace(namespace).await);
+            for class in crate::core::rules::classes_named(object) {
+                misses += u64::from(kube.prefetch_secret_provider_class(namespace, &class).await);
+            }
+        }
+        state.metrics.lookup_misses.inc_by(misses);
     }
     let decision = endpoint.decide(&request, &state.backend, &state.settings);
     state.metrics.record_violations(&decision.violations);
