@@ -3,10 +3,11 @@
 //! YAML, JSON or a diff.
 
 use std::collections::VecDeque;
-use std::io::Read;
+use std::io::{Read, Write};
 
 use serde_json::{Map, Value};
 
+use crate::cli::report::ObjectResult;
 use crate::core::workload::Mutated;
 use crate::yaml;
 
@@ -288,26 +289,87 @@ fn is_rfc3339(s: &str) -> bool {
     }
 }
 
-pub fn to_yaml(objects: &[Value]) -> Result<String, String> {
-    Ok(yaml::to_string_all(objects))
+/// How mutated objects are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Documents separated by `---`.
+    Yaml,
+    /// A `List` of the objects, with keywire's verdicts beside them under `report`.
+    Json,
+    /// A unified diff of each changed object.
+    Diff,
 }
 
-/// A `List` of the objects, with keywire's verdicts beside them under `report`. Floats are
-/// spelled as kubectl spells them.
-pub fn to_json(
-    objects: &[Value],
-    results: &[crate::cli::report::ObjectResult],
-) -> Result<String, String> {
-    let value = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": objects,
-        "report": {"results": results},
-    });
-    yaml::number::to_json_pretty(&value)
-        .map(|s| s + "\n")
-        .map_err(|e| e.to_string())
+/// Writes mutated objects one at a time as they are produced, so memory holds one object, not
+/// the output. JSON is the same text `serde_json`'s pretty printer would give the whole `List`,
+/// with floats spelled as kubectl spells them.
+pub struct Output<W: Write> {
+    out: W,
+    format: Format,
+    written: usize,
 }
+
+impl<W: Write> Output<W> {
+    pub fn new(out: W, format: Format) -> Self {
+        Output {
+            out,
+            format,
+            written: 0,
+        }
+    }
+
+    pub fn object(&mut self, m: &Mutated) -> std::io::Result<()> {
+        match self.format {
+            Format::Yaml => {
+                if self.written > 0 {
+                    self.out.write_all(b"---\n")?;
+                }
+                self.out.write_all(yaml::to_string(&m.mutated).as_bytes())?;
+            }
+            Format::Json => {
+                self.out.write_all(if self.written == 0 {
+                    JSON_HEAD.as_bytes()
+                } else {
+                    b","
+                })?;
+                let text =
+                    yaml::number::to_json_pretty(&m.mutated).map_err(std::io::Error::other)?;
+                for line in text.lines() {
+                    self.out.write_all(b"\n    ")?;
+                    self.out.write_all(line.as_bytes())?;
+                }
+            }
+            Format::Diff => self.out.write_all(diff(m).as_bytes())?,
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Ends the output; JSON closes the `List` with the verdicts.
+    pub fn finish(mut self, results: &[ObjectResult]) -> std::io::Result<()> {
+        if self.format == Format::Json {
+            if self.written == 0 {
+                self.out.write_all(JSON_HEAD.as_bytes())?;
+                self.out.write_all(b"]")?;
+            } else {
+                self.out.write_all(b"\n  ]")?;
+            }
+            self.out.write_all(b",\n  \"report\": ")?;
+            let report = yaml::number::to_json_pretty(&serde_json::json!({"results": results}))
+                .map_err(std::io::Error::other)?;
+            for (i, line) in report.lines().enumerate() {
+                if i > 0 {
+                    self.out.write_all(b"\n  ")?;
+                }
+                self.out.write_all(line.as_bytes())?;
+            }
+            self.out.write_all(b"\n}\n")?;
+        }
+        self.out.flush()
+    }
+}
+
+const JSON_HEAD: &str = "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [";
 
 /// A unified diff of one object's YAML before and after.
 pub fn diff(m: &Mutated) -> String {
@@ -414,6 +476,21 @@ metadata: {name: a}
         assert!(!is_rfc3339("2024-01-02 03:04:05Z"));
     }
 
+    fn render(format: Format, objects: &[Value], results: &[ObjectResult]) -> String {
+        let mut text = Vec::new();
+        let mut out = Output::new(&mut text, format);
+        for o in objects {
+            let m = Mutated {
+                original: o.clone(),
+                mutated: o.clone(),
+                decision: None,
+            };
+            out.object(&m).unwrap();
+        }
+        out.finish(results).unwrap();
+        String::from_utf8(text).unwrap()
+    }
+
     #[test]
     fn output_is_yaml_and_json_as_kubectl_reads_them() {
         let objects = vec![
@@ -422,10 +499,38 @@ metadata: {name: a}
         ];
         // `n` is a YAML 1.1 boolean, as a key too.
         assert_eq!(
-            to_yaml(&objects).unwrap(),
+            render(Format::Yaml, &objects, &[]),
             "kind: A\nv: 'on'\n---\nkind: B\n'n': 18446744073709552000\n"
         );
-        let json = to_json(&objects[1..], &[]).unwrap();
+        let json = render(Format::Json, &objects[1..], &[]);
         assert!(json.contains("\"n\": 18446744073709552000\n"), "{json}");
+    }
+
+    /// The streamed `List` is, byte for byte, what the pretty printer makes of the whole.
+    #[test]
+    fn streamed_json_is_the_whole_list_pretty_printed() {
+        let objects = vec![
+            json!({"kind": "A", "metadata": {"name": "a", "labels": {}}, "spec": {"x": [1, [], {"y": "z\nw"}]}}),
+            json!({"kind": "B", "data": {}}),
+            json!({}),
+        ];
+        let results = vec![ObjectResult::refused(
+            "Namespace/x".into(),
+            "f.yaml".into(),
+            "redefines \"it\"".into(),
+        )];
+        for n in 0..=objects.len() {
+            for results in [&results[..], &[]] {
+                let whole = serde_json::to_string_pretty(&json!({
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": objects[..n],
+                    "report": {"results": results},
+                }))
+                .unwrap()
+                    + "\n";
+                assert_eq!(render(Format::Json, &objects[..n], results), whole);
+            }
+        }
     }
 }

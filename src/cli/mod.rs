@@ -241,7 +241,14 @@ fn read_input(path: Option<&Path>) -> Result<String, String> {
         Some(p) if p == Path::new("-") => read_stdin()?,
         Some(p) => std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
     };
-    Ok(crate::yaml::decode(&bytes).into_owned())
+    // Valid UTF-8 (the usual case) becomes the text in place: the input is held once.
+    let bom = match crate::yaml::decode(&bytes) {
+        std::borrow::Cow::Owned(text) => return Ok(text),
+        std::borrow::Cow::Borrowed(text) => bytes.len() - text.len(),
+    };
+    let mut bytes = bytes;
+    bytes.drain(..bom);
+    String::from_utf8(bytes).map_err(|e| format!("cannot decode the input: {e}"))
 }
 
 fn read_stdin() -> Result<Vec<u8>, String> {
