@@ -26,7 +26,10 @@ if [[ ! -x "$bin" ]]; then
   mkdir -p "$dir"
   tmp="$(mktemp "$dir/.kubectl-reader.XXXXXX")"
   trap 'rm -f "$tmp"' EXIT
-  (cd "$src" && GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly \
+  # The machine's Go (>= 1.25, go.mod's) unless GOTOOLCHAIN says otherwise; GOPROXY, GOFLAGS,
+  # GOCACHE and GOMODCACHE are honoured; go.sum pins every module.
+  (cd "$src" && GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0 \
+    GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}" GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly" \
     go build -trimpath -o "$tmp" .) >&2
   chmod +x "$tmp"
   mv -f "$tmp" "$bin"
