@@ -197,7 +197,7 @@ pub fn run(args: &MutateArgs) -> i32 {
                 Ok(o) => o,
                 Err(e) => return bad(format!("{file}: {e}")),
             };
-            let m = workload::mutate(&o, &args.namespace, &state, &settings);
+            let m = workload::mutate(o, &args.namespace, &state, &settings);
             results.extend(report::result(file, &m));
             // A closed stdout (`| head`) stops the output, not the verdicts.
             if output.as_mut().is_some_and(|out| out.object(&m).is_err()) {
