@@ -509,12 +509,12 @@ metadata: {name: a}
     /// The streamed `List` is, byte for byte, what the pretty printer makes of the whole.
     #[test]
     fn streamed_json_is_the_whole_list_pretty_printed() {
-        let objects = vec![
+        let objects = [
             json!({"kind": "A", "metadata": {"name": "a", "labels": {}}, "spec": {"x": [1, [], {"y": "z\nw"}]}}),
             json!({"kind": "B", "data": {}}),
             json!({}),
         ];
-        let results = vec![ObjectResult::refused(
+        let results = [ObjectResult::refused(
             "Namespace/x".into(),
             "f.yaml".into(),
             "redefines \"it\"".into(),
