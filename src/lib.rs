@@ -5,7 +5,8 @@
 //! - `webhook`: the HTTPS admission server around `core` (`keywire webhook`);
 //! - `cli`: the command line: `mutate`, `review`, `certs`, and the flags of every command;
 //! - `controller`: materialises SecretProviderClasses and synced Secrets (`keywire controller`);
-//! - `cluster`: the API server behind `Lookups` (watch caches), shared by webhook and controller.
+//! - `cluster`: the API server behind `Lookups` (watch caches), shared by webhook and controller;
+//! - `yaml`: YAML read and written as kubectl reads it (manifests for `mutate`).
 //!
 //! `docs/architecture.md` has the picture.
 
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod controller;
 pub mod core;
 pub mod webhook;
+pub mod yaml;
 
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;

@@ -154,12 +154,12 @@ fn bad_input_exits_two_with_one_line() {
         (
             vec!["mutate", "-f", "-"],
             Some(b"kind: [unclosed\n"),
-            "keywire mutate: -: document 1: ",
+            "keywire mutate: -: document 1, line 1, column 7: unclosed bracket '['",
         ),
         (
             vec!["mutate", "-f", "-"],
             Some(b"- just\n- a list\n"),
-            "keywire mutate: -: document 1: not a Kubernetes object",
+            "keywire mutate: -: document 1 (line 1): not a Kubernetes object (sequence)",
         ),
         (
             vec!["review", "-"],
@@ -190,6 +190,80 @@ fn bad_input_exits_two_with_one_line() {
         assert!(stderr.starts_with(want), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(out.stdout.is_empty());
+    }
+}
+
+/// Issue 14: what kubectl reads from tricky YAML is what keywire reads, and keywire's YAML
+/// reads back as the same objects; what kubectl refuses is refused in one line naming the
+/// file and document. (tests/yaml/conformance.sh checks the whole corpus against kubectl's code.)
+#[test]
+fn yaml_is_read_and_written_as_kubectl_does() {
+    let input = b"\xEF\xBB\xBFapiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tricky\n  annotations: &a\n    a: 'on'\ndata:\n  <<: *a\n  b: \"yes\"\n  c: \"1_000\"\n  d: \"0644\"\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: Opaque\nstringData: {x: !!binary aGk=}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: i}]\n  volumes: [{name: v, secret: {secretName: s, defaultMode: 0644}}]\n  activeDeadlineSeconds: 1e3\n  terminationGracePeriodSeconds: 1_000\n";
+    let (code, docs, stderr) = mutate(&["-f", "-"], Some(input));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        docs,
+        vec![
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "tricky", "annotations": {"a": "on"}},
+                "data": {"a": "on", "b": "yes", "c": "1_000", "d": "0644"}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "type": "Opaque", "stringData": {"x": "hi"}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": "i"}],
+                    "volumes": [{"name": "v", "secret": {"secretName": "s", "defaultMode": 420}}],
+                    "activeDeadlineSeconds": 1000, "terminationGracePeriodSeconds": 1000}}),
+        ]
+    );
+    let out = run(&["mutate", "-f", "-"], Some(input));
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        yaml.contains("data:\n  a: 'on'\n  b: 'yes'\n  c: '1_000'\n  d: '0644'\n---\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("      defaultMode: 420\n"), "{yaml}");
+    // The YAML read back is the same objects.
+    let (code, again, _) = mutate(&["-f", "-"], Some(yaml.as_bytes()));
+    assert_eq!((code, again), (0, docs));
+}
+
+#[test]
+fn yaml_kubectl_refuses_is_refused_in_one_line() {
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\ndata: {}\n",
+        "[".repeat(100_000)
+    );
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "apiVersion: v1\nkind: ConfigMap\n---\napiVersion: v1\nkind: ConfigMap\ndata: {a: .inf}\n"
+                .into(),
+            "keywire mutate: -: document 2, line 6, column 11: .inf has no JSON form (quote it if it is text)",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\ndata:\n  a: .NaN\n".into(),
+            "keywire mutate: -: document 1, line 4, column 6: .nan has no JSON form (quote it if it is text)",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n".into(),
+            "keywire mutate: -: document 1, line 4, column 10: invalid map key: a mapping cannot be a key (this looks like an unrendered Helm template, `{{` on line 4: render it with `helm template` first)",
+        ),
+        (
+            deep,
+            "keywire mutate: -: document 1, line 3, column 135: nesting is deeper than keywire's limit of 128 levels",
+        ),
+    ];
+    for (input, want) in cases {
+        let started = std::time::Instant::now();
+        let out = run(&["mutate", "-f", "-"], Some(input.as_bytes()));
+        let took = started.elapsed();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr, format!("{want}\n"));
+        assert!(out.stdout.is_empty());
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "{want}: took {took:?}"
+        );
     }
 }
 

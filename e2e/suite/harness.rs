@@ -178,7 +178,7 @@ pub async fn register(client: &kube::Client, url: &str, ca_pem: &str) {
     let base = url.trim_end_matches("/mutate");
     let load = |file: &str, path: &str| -> Value {
         let text = std::fs::read_to_string(repo(file)).unwrap();
-        let mut config: Value = serde_yaml::from_str(&text).unwrap();
+        let mut config: Value = keywire::yaml::from_str(&text).unwrap().remove(0);
         for hook in config["webhooks"].as_array_mut().unwrap() {
             hook["clientConfig"] = json!({"url": format!("{base}{path}"), "caBundle": bundle});
         }

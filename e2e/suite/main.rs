@@ -8,6 +8,7 @@ mod chart;
 mod controller;
 mod harness;
 mod policy;
+mod yaml;
 
 use std::sync::Arc;
 use std::sync::Mutex;

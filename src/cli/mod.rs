@@ -233,22 +233,30 @@ fn one_line(s: impl std::fmt::Display) -> String {
     s.to_string().replace('\n', " ")
 }
 
+/// The text of a file or stdin, decoded as kubectl decodes manifests: a UTF-8 BOM dropped,
+/// UTF-16 with a BOM decoded, bytes that are not UTF-8 replaced by U+FFFD.
 fn read_input(path: Option<&Path>) -> Result<String, String> {
-    match path {
-        None => read_stdin(),
-        Some(p) if p == Path::new("-") => read_stdin(),
-        Some(p) => {
-            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-        }
-    }
+    let bytes = match path {
+        None => read_stdin()?,
+        Some(p) if p == Path::new("-") => read_stdin()?,
+        Some(p) => std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+    };
+    // Valid UTF-8 (the usual case) becomes the text in place: the input is held once.
+    let bom = match crate::yaml::decode(&bytes) {
+        std::borrow::Cow::Owned(text) => return Ok(text),
+        std::borrow::Cow::Borrowed(text) => bytes.len() - text.len(),
+    };
+    let mut bytes = bytes;
+    bytes.drain(..bom);
+    String::from_utf8(bytes).map_err(|e| format!("cannot decode the input: {e}"))
 }
 
-fn read_stdin() -> Result<String, String> {
-    let mut s = String::new();
+fn read_stdin() -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
     std::io::stdin()
-        .read_to_string(&mut s)
+        .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read stdin: {e}"))?;
-    Ok(s)
+    Ok(bytes)
 }
 
 pub fn run(cli: Cli) -> i32 {

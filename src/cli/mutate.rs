@@ -131,13 +131,14 @@ pub fn run(args: &MutateArgs) -> i32 {
                 .or_insert_with(|| format!("--policy {}", file.display()));
         }
     }
-    let mut objects = Vec::new();
+    // The input is read once and parsed twice, one document at a time: the first pass checks
+    // every document (a bad one fails the run before anything is written) and keeps only what
+    // pods look up; the second mutates and writes each object as it is read. Memory holds the
+    // input's text and one object, never every object (issue 14 #9).
+    let mut inputs = Vec::new();
     for file in &args.files {
-        let parsed = read_input(Some(file)).and_then(|text| {
-            manifests::parse_documents(&text).map_err(|e| format!("{}: {e}", file.display()))
-        });
-        match parsed {
-            Ok(docs) => objects.extend(docs.into_iter().map(|d| (file.display().to_string(), d))),
+        match read_input(Some(file)) {
+            Ok(text) => inputs.push((file.display().to_string(), text)),
             Err(e) => return bad(e),
         }
     }
@@ -146,76 +147,68 @@ pub fn run(args: &MutateArgs) -> i32 {
     // cluster state's). Namespaces and KeywirePolicies are the platform's: one in the input that
     // differs from --cluster-state's or --policy's fails the run, and the platform's is used.
     let mut redefined: Vec<report::ObjectResult> = Vec::new();
-    for (file, o) in &objects {
-        let kind = o.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let name = o
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let source = match kind {
-            "Namespace" => platform.get(&("Namespace", name.clone())),
-            policy::KIND if Policy::is_policy(o) => platform.get(&(policy::KIND, name.clone())),
-            _ => None,
-        };
-        if let Some(source) = source {
-            let same = match kind {
-                "Namespace" => {
-                    state.namespace(&name).map(|n| n.labels)
-                        == Some(annotations::string_map(o.get("metadata"), "labels"))
-                }
-                _ => Policy::from_object(o).ok().is_some_and(|p| {
-                    state
-                        .policies()
-                        .iter()
-                        .any(|q| q.name == p.name && q.spec == p.spec)
-                }),
+    let mut count = 0usize;
+    for (file, text) in &inputs {
+        for object in manifests::objects(text.as_bytes()) {
+            let o = match object {
+                Ok(o) => o,
+                Err(e) => return bad(format!("{file}: {e}")),
             };
-            if !same {
-                redefined.push(report::ObjectResult::refused(
-                    format!("{kind}/{name}"),
-                    file.clone(),
-                    format!(
-                        "redefines {kind} {name} from {source}; the platform's definition is used"
-                    ),
-                ));
+            count += 1;
+            match learn(&o, file, &platform, &mut state, &args.namespace) {
+                Ok(Some(refused)) => redefined.push(refused),
+                Ok(None) => {}
+                Err(e) => return bad(format!("{file}: {e}")),
             }
-            continue;
-        }
-        if matches!(kind, "ServiceAccount" | "SecretProviderClass") {
-            let namespace = o
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or(&args.namespace);
-            let known = match kind {
-                "ServiceAccount" => state.service_account(namespace, &name).is_some(),
-                _ => state.secret_provider_class(namespace, &name).is_some(),
-            };
-            if known {
-                eprintln!(
-                    "note: {kind} {namespace}/{name} from {file} replaces the one in the cluster state"
-                );
-            }
-        }
-        if let Err(e) = state.insert_object_in(o, &args.namespace) {
-            return bad(format!("{file}: {e}"));
         }
     }
     let settings = match args.defaults.settings() {
         Ok(s) => s,
         Err(e) => return bad(e),
     };
-    let mutated: Vec<(String, workload::Mutated)> = objects
-        .iter()
-        .map(|(file, o)| {
-            (
-                file.clone(),
-                workload::mutate(o, &args.namespace, &state, &settings),
-            )
-        })
-        .collect();
-    let mut results = report::results(&mutated);
+    if count == 0 {
+        return bad("no objects in the input (kubectl: no objects passed to apply)".to_string());
+    }
+    // Report files are opened before anything is written, so a path that cannot be written
+    // fails the run with nothing on stdout.
+    let mut report_files = Vec::new();
+    for r in &reports {
+        if let Report::Junit(file) | Report::Sarif(file) = r {
+            match std::fs::File::create(file) {
+                Ok(f) => report_files.push((r, file, f)),
+                Err(e) => return bad(format!("cannot write {}: {e}", file.display())),
+            }
+        }
+    }
+
+    let format = match (args.diff, args.output) {
+        (true, _) => manifests::Format::Diff,
+        (false, OutputFormat::Yaml) => manifests::Format::Yaml,
+        (false, OutputFormat::Json) => manifests::Format::Json,
+    };
+    let mut output = Some(manifests::Output::new(
+        std::io::BufWriter::new(std::io::stdout().lock()),
+        format,
+    ));
+    let mut results = Vec::new();
+    for (file, text) in &inputs {
+        for object in manifests::objects(text.as_bytes()) {
+            let o = match object {
+                Ok(o) => o,
+                Err(e) => return bad(format!("{file}: {e}")),
+            };
+            let m = workload::mutate(o, &args.namespace, &state, &settings);
+            results.extend(report::result(file, &m));
+            // A closed stdout (`| head`) stops the output, not the verdicts.
+            if output.as_mut().is_some_and(|out| out.object(&m).is_err()) {
+                output = None;
+            }
+        }
+    }
     results.extend(redefined);
+    if let Some(out) = output {
+        let _ = out.finish(&results);
+    }
 
     for r in &results {
         for w in &r.warnings {
@@ -226,39 +219,17 @@ pub fn run(args: &MutateArgs) -> i32 {
         }
     }
     eprint!("{}", report::table(&results));
-    for r in &reports {
-        match r {
-            Report::Github => eprint!("{}", report::github(&results)),
-            Report::Junit(file) => {
-                if let Err(e) = std::fs::write(file, report::junit(&results, args.strict)) {
-                    return bad(format!("cannot write {}: {e}", file.display()));
-                }
-            }
-            Report::Sarif(file) => {
-                if let Err(e) = std::fs::write(file, report::sarif(&results)) {
-                    return bad(format!("cannot write {}: {e}", file.display()));
-                }
-            }
-        }
+    if reports.contains(&Report::Github) {
+        eprint!("{}", report::github(&results));
     }
-
-    let rendered = if args.diff {
-        Ok(mutated
-            .iter()
-            .map(|(_, m)| manifests::diff(m))
-            .collect::<String>())
-    } else {
-        let out: Vec<_> = mutated.iter().map(|(_, m)| m.mutated.clone()).collect();
-        match args.output {
-            OutputFormat::Yaml => manifests::to_yaml(&out),
-            OutputFormat::Json => manifests::to_json(&out, &results),
+    for (r, file, mut f) in report_files {
+        let text = match r {
+            Report::Junit(_) => report::junit(&results, args.strict),
+            _ => report::sarif(&results),
+        };
+        if let Err(e) = f.write_all(text.as_bytes()) {
+            return bad(format!("cannot write {}: {e}", file.display()));
         }
-    };
-    match rendered {
-        Ok(text) => {
-            let _ = std::io::stdout().lock().write_all(text.as_bytes());
-        }
-        Err(e) => return bad(format!("cannot render output: {e}")),
     }
     if results.iter().any(|r| !r.allowed) || (args.strict && report::has_soft_violations(&results))
     {
@@ -266,4 +237,70 @@ pub fn run(args: &MutateArgs) -> i32 {
     } else {
         EXIT_OK
     }
+}
+
+/// Takes what pods may look up from one input object into `state`. A Namespace or
+/// KeywirePolicy that differs from the platform's (`--cluster-state`, `--policy`) is refused.
+fn learn(
+    o: &Value,
+    file: &str,
+    platform: &HashMap<(&'static str, String), String>,
+    state: &mut crate::core::lookup::ClusterState,
+    default_namespace: &str,
+) -> Result<Option<report::ObjectResult>, String> {
+    let kind = o.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if !matches!(kind, "Namespace" | "ServiceAccount" | "SecretProviderClass")
+        && !Policy::is_policy(o)
+    {
+        return Ok(None);
+    }
+    let name = o
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let source = match kind {
+        "Namespace" => platform.get(&("Namespace", name.clone())),
+        policy::KIND if Policy::is_policy(o) => platform.get(&(policy::KIND, name.clone())),
+        _ => None,
+    };
+    if let Some(source) = source {
+        let same = match kind {
+            "Namespace" => {
+                state.namespace(&name).map(|n| n.labels)
+                    == Some(annotations::string_map(o.get("metadata"), "labels"))
+            }
+            _ => Policy::from_object(o).ok().is_some_and(|p| {
+                state
+                    .policies()
+                    .iter()
+                    .any(|q| q.name == p.name && q.spec == p.spec)
+            }),
+        };
+        if same {
+            return Ok(None);
+        }
+        return Ok(Some(report::ObjectResult::refused(
+            format!("{kind}/{name}"),
+            file.to_string(),
+            format!("redefines {kind} {name} from {source}; the platform's definition is used"),
+        )));
+    }
+    if matches!(kind, "ServiceAccount" | "SecretProviderClass") {
+        let namespace = o
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(default_namespace);
+        let known = match kind {
+            "ServiceAccount" => state.service_account(namespace, &name).is_some(),
+            _ => state.secret_provider_class(namespace, &name).is_some(),
+        };
+        if known {
+            eprintln!(
+                "note: {kind} {namespace}/{name} from {file} replaces the one in the cluster state"
+            );
+        }
+    }
+    state.insert_object_in(o, default_namespace)?;
+    Ok(None)
 }

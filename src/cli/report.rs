@@ -48,36 +48,31 @@ impl ObjectResult {
     }
 }
 
-/// Results for the objects that carry a pod (template); `file` names where each came from.
-pub fn results(mutated: &[(String, Mutated)]) -> Vec<ObjectResult> {
-    mutated
-        .iter()
-        .filter_map(|(file, m)| {
-            let d = m.decision.as_ref()?;
-            Some(ObjectResult {
-                object: m.reference(),
-                file: file.clone(),
-                line: None,
-                allowed: d.is_allowed(),
-                denial: match &d.outcome {
-                    Outcome::Denied(reason) => Some(reason.clone()),
-                    _ => None,
-                },
-                warnings: d.warnings.clone(),
-                violations: d
-                    .violations
-                    .iter()
-                    .map(|v| ViolationRow {
-                        policy: v.policy.clone(),
-                        rule: v.rule.to_string(),
-                        field: v.field.clone(),
-                        enforcement: v.enforcement.as_str().to_string(),
-                        message: v.message.clone(),
-                    })
-                    .collect(),
+/// The result for one object, if it carries a pod (template).
+pub fn result(file: &str, m: &Mutated) -> Option<ObjectResult> {
+    let d = m.decision.as_ref()?;
+    Some(ObjectResult {
+        object: m.reference(),
+        file: file.to_string(),
+        line: None,
+        allowed: d.is_allowed(),
+        denial: match &d.outcome {
+            Outcome::Denied(reason) => Some(reason.clone()),
+            _ => None,
+        },
+        warnings: d.warnings.clone(),
+        violations: d
+            .violations
+            .iter()
+            .map(|v| ViolationRow {
+                policy: v.policy.clone(),
+                rule: v.rule.to_string(),
+                field: v.field.clone(),
+                enforcement: v.enforcement.as_str().to_string(),
+                message: v.message.clone(),
             })
-        })
-        .collect()
+            .collect(),
+    })
 }
 
 /// Any violation that only warns or audits (what `--strict` turns into a failure).

@@ -168,21 +168,62 @@ pub fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
-/// Applies keywire's operations to a JSON document; they are all `add`s (and `replace`s of
-/// keywire's own token volume), so this cannot lose data.
+/// Applies keywire's operations to a JSON document as RFC 6902 says (`add` inserts into an
+/// array or sets a member, `replace` needs the target to exist). They are `add`s, bar the
+/// reserved token volume's `replace`, so this cannot lose data. On an error the document is
+/// half-patched: callers throw it away. Direct, not through `json_patch`, which copies the
+/// document to undo on error and costs a serde round trip per call (`keywire mutate` applies
+/// a patch per object).
 pub fn apply(doc: &mut Value, ops: &[PatchOp]) -> Result<(), String> {
-    use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
-    let mut patch = Vec::with_capacity(ops.len());
     for op in ops {
-        let path = json_patch::jsonptr::PointerBuf::parse(op.path.as_str())
-            .map_err(|e| format!("{}: {e}", op.path))?;
-        let value = op.value();
-        patch.push(match op.op {
-            "replace" => PatchOperation::Replace(ReplaceOperation { path, value }),
-            _ => PatchOperation::Add(AddOperation { path, value }),
-        });
+        apply_one(doc, op).map_err(|e| format!("{} {}: {e}", op.op, op.path))?;
     }
-    json_patch::patch(doc, &patch).map_err(|e| e.to_string())
+    Ok(())
+}
+
+fn apply_one(doc: &mut Value, op: &PatchOp) -> Result<(), &'static str> {
+    let Some((parent, last)) = op.path.rsplit_once('/') else {
+        if !op.path.is_empty() {
+            return Err("a JSON pointer starts with /");
+        }
+        *doc = op.value();
+        return Ok(());
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match doc.pointer_mut(parent) {
+        Some(Value::Object(map)) => {
+            if op.op == "replace" && !map.contains_key(&last) {
+                return Err("no such member to replace");
+            }
+            map.insert(last, op.value());
+            Ok(())
+        }
+        Some(Value::Array(items)) => {
+            let len = items.len();
+            let index = if op.op == "add" && last == "-" {
+                len
+            } else {
+                array_index(&last).ok_or("not an array index")?
+            };
+            match (op.op, items.get_mut(index)) {
+                ("add", _) if index <= len => items.insert(index, op.value()),
+                ("replace", Some(item)) => *item = op.value(),
+                _ => return Err("array index out of bounds"),
+            }
+            Ok(())
+        }
+        Some(_) => Err("the parent is neither an object nor an array"),
+        None => Err("the parent does not exist"),
+    }
+}
+
+/// An RFC 6901 array index: `0` or digits without a leading zero.
+fn array_index(token: &str) -> Option<usize> {
+    let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (token.len() > 1 && token.starts_with('0')) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 /// `desired` is contained in `actual`: the API server may have defaulted extra fields.
@@ -415,6 +456,49 @@ mod tests {
     use super::*;
     use crate::core::plan::ContainerWiring;
     use serde_json::json;
+
+    /// `apply` does what the `json_patch` crate (RFC 6902) does, and refuses what it refuses.
+    #[test]
+    fn apply_is_rfc_6902() {
+        let doc = json!({"a": {"b~/c": 1, "list": [1, 2]}, "e": []});
+        let cases = vec![
+            vec![PatchOp::add("/a/x".into(), json!({"y": 1}))],
+            vec![PatchOp::add("/a/b~0~1c".into(), json!(2))],
+            vec![PatchOp::add("/a/list/-".into(), json!(3))],
+            vec![PatchOp::add("/a/list/0".into(), json!(0))],
+            vec![PatchOp::add("/a/list/2".into(), json!(9))],
+            vec![
+                PatchOp::add("/e/0".into(), json!("first")),
+                PatchOp::add("/e/-".into(), json!("next")),
+            ],
+            vec![PatchOp::replace("/a/list/1".into(), json!("r"))],
+            vec![PatchOp::replace("/a/b~0~1c".into(), json!(null))],
+            vec![PatchOp::add("".into(), json!([1]))],
+            vec![PatchOp::add("/a/list/3".into(), json!(1))],
+            vec![PatchOp::add("/a/list/01".into(), json!(1))],
+            vec![PatchOp::add("/a/list/x".into(), json!(1))],
+            vec![PatchOp::replace("/a/list/2".into(), json!(1))],
+            vec![PatchOp::replace("/a/missing".into(), json!(1))],
+            vec![PatchOp::replace("/a/list/-".into(), json!(1))],
+            vec![PatchOp::add("/nowhere/x".into(), json!(1))],
+            vec![PatchOp::add("/a/b~0~1c/x".into(), json!(1))],
+            vec![PatchOp::add("a".into(), json!(1))],
+        ];
+        for ops in cases {
+            let mut ours = doc.clone();
+            let ours = apply(&mut ours, &ops).map(|()| ours);
+            let mut theirs = doc.clone();
+            let theirs = serde_json::from_value::<json_patch::Patch>(json!(ops))
+                .map_err(|e| e.to_string())
+                .and_then(|patch| json_patch::patch(&mut theirs, &patch).map_err(|e| e.to_string()))
+                .map(|()| theirs);
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{ops:?}"),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{ops:?}: ours {a:?}, json_patch {b:?}"),
+            }
+        }
+    }
 
     fn wiring() -> Wiring {
         Wiring {

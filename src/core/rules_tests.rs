@@ -291,7 +291,7 @@ fn every_secret_store_volume_is_judged_by_what_it_reads() {
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "prod"},
         "spec": {"template": {"metadata": template["metadata"], "spec": template["spec"]}}});
-    let judged = crate::core::workload::mutate(&deployment, "prod", &cluster, &Settings::default());
+    let judged = crate::core::workload::mutate(deployment, "prod", &cluster, &Settings::default());
     let fields: Vec<String> = judged
         .decision
         .unwrap()

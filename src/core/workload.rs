@@ -85,14 +85,14 @@ impl Mutated {
 
 /// Runs one object through the engine, as the webhook would run the pods it creates.
 pub fn mutate(
-    object: &Value,
+    object: Value,
     default_namespace: &str,
     lookups: &dyn Lookups,
     settings: &Settings,
 ) -> Mutated {
-    let Some(pointer) = pod_pointer(object) else {
+    let Some(pointer) = pod_pointer(&object) else {
         // The API server would refuse the object; say so rather than pass it over in silence.
-        let decision = removed_api(object).map(|(replacement, removed_in, pointer)| {
+        let decision = removed_api(&object).map(|(replacement, removed_in, pointer)| {
             let api = object["apiVersion"].as_str().unwrap_or_default();
             let kind = object["kind"].as_str().unwrap_or_default();
             let labels =
@@ -114,8 +114,8 @@ pub fn mutate(
             }
         });
         return Mutated {
-            original: object.clone(),
             mutated: object.clone(),
+            original: object,
             decision,
         };
     };
@@ -148,7 +148,7 @@ pub fn mutate(
         }
     }
     Mutated {
-        original: object.clone(),
+        original: object,
         mutated,
         decision: Some(decision),
     }
@@ -195,7 +195,7 @@ mod tests {
                 "spec": {"restartPolicy": "Never", "containers": [{"name": "job"}]}}}}}
         });
         let m = mutate(
-            &cronjob,
+            cronjob.clone(),
             "default",
             &ClusterState::new(),
             &Settings::default(),
@@ -224,7 +224,7 @@ mod tests {
                 "spec": {"template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "a"}]}}}})
         };
         let m = mutate(
-            &deployment(json!({"keywire.dev/inject": "true"})),
+            deployment(json!({"keywire.dev/inject": "true"})),
             "default",
             &ClusterState::new(),
             &Settings::default(),
@@ -234,7 +234,7 @@ mod tests {
             Outcome::Denied("Deployment extensions/v1beta1 is not served since Kubernetes 1.16; use apps/v1 (keywire cannot wire what the API server refuses)".into())
         );
         let m = mutate(
-            &deployment(json!({})),
+            deployment(json!({})),
             "default",
             &ClusterState::new(),
             &Settings::default(),
@@ -251,7 +251,7 @@ mod tests {
         let cron = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob", "metadata": {"name": "c"},
             "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"labels": {"azure.workload.identity/use": "true"}}}}}}});
         assert!(
-            !mutate(&cron, "default", &ClusterState::new(), &Settings::default())
+            !mutate(cron, "default", &ClusterState::new(), &Settings::default())
                 .decision
                 .unwrap()
                 .is_allowed()

@@ -340,7 +340,7 @@ pub fn validate(
                 });
                 object["kind"] = Value::String(request.kind.kind.clone());
             }
-            crate::core::workload::mutate(&object, namespace, lookups, settings)
+            crate::core::workload::mutate(object, namespace, lookups, settings)
                 .decision
                 .unwrap_or_else(unchanged)
         }

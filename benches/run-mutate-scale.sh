@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Measures `keywire mutate` at scale (issue 14 #9): wall time, CPU seconds (user + sys) and peak
+# RSS of a release binary on
+#   1. 10,000 opted-in Deployments (inline Key Vault config as in docs/annotations.md), and
+#   2. a ~50 MB input: the same kind of Deployments plus ConfigMaps, about 50 MB of YAML,
+# each run with `-o yaml` and `-o json` and stdout to a file. Not part of .ci/run.
+#
+#   bash benches/run-mutate-scale.sh              # builds release first
+#   KEYWIRE_BIN=target/release/keywire bash benches/run-mutate-scale.sh
+#   RUNS=5 ...                                    # repetitions per case (default 3; the median is reported)
+#
+# Results: BENCH lines on stdout and in $OUT_DIR/results.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR="${OUT_DIR:-target/keywire-mutate-scale}"
+RUNS="${RUNS:-3}"
+mkdir -p "$OUT_DIR"
+if [[ -z "${KEYWIRE_BIN:-}" ]]; then
+  cargo build --locked --release --bin keywire
+  KEYWIRE_BIN=target/release/keywire
+fi
+[[ -x /usr/bin/time ]] || { echo "needs GNU time (/usr/bin/time -v)" >&2; exit 1; }
+
+python3 - "$OUT_DIR" <<'PY'
+import sys
+out = sys.argv[1]
+
+state = """apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: orders
+  namespace: shop
+  annotations:
+    azure.workload.identity/client-id: 11111111-2222-3333-4444-555555555555
+    azure.workload.identity/tenant-id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee
+"""
+open(f"{out}/state.yaml", "w").write(state)
+
+def deployment(i):
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: orders-{i}
+  namespace: shop
+  labels:
+    app: orders-{i}
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: orders-{i}
+  template:
+    metadata:
+      labels:
+        app: orders-{i}
+        keywire.dev/inject: "true"
+      annotations:
+        keywire.dev/keyvault: orders-kv
+        keywire.dev/objects: secret/db-password, secret/api-key as API_KEY, cert/tls@3f2a
+        keywire.dev/env: DB_PASSWORD=db-password, API_KEY=API_KEY
+    spec:
+      serviceAccountName: orders
+      containers:
+        - name: api
+          image: registry.example/orders:1.{i % 50}
+          ports:
+            - containerPort: 8080
+          env:
+            - name: MODE
+              value: "on"
+          resources:
+            requests: {{cpu: 100m, memory: 128Mi}}
+          volumeMounts:
+            - name: config
+              mountPath: /etc/orders
+      volumes:
+        - name: config
+          configMap:
+            name: orders-{i}
+            defaultMode: 0644
+"""
+
+def config_map(i):
+    lines = "".join(f"    key{k}: value {k} of config {i}, yes\n" for k in range(40))
+    return f"""apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: orders-{i}
+  namespace: shop
+data:
+  settings.yaml: |
+{lines}"""
+
+with open(f"{out}/deployments-10k.yaml", "w") as f:
+    f.write("---\n".join(deployment(i) for i in range(10_000)))
+
+with open(f"{out}/input-50mb.yaml", "w") as f:
+    i, size = 0, 0
+    while size < 50_000_000:
+        doc = deployment(i) + "---\n" + config_map(i)
+        f.write(("---\n" if i else "") + doc)
+        size += len(doc) + 4
+        i += 1
+PY
+
+# One run: "wall_s cpu_s max_rss_kb" from GNU time.
+measure() {
+  local input="$1" format="$2" log="$OUT_DIR/time.log"
+  /usr/bin/time -v "$KEYWIRE_BIN" mutate -f "$input" --cluster-state "$OUT_DIR/state.yaml" \
+    -n shop -o "$format" > "$OUT_DIR/out.$format" 2> "$log" || {
+    echo "keywire mutate failed on $input:" >&2; tail -5 "$log" >&2; exit 1; }
+  python3 - "$log" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def field(name):
+    return re.search(re.escape(name) + r": (.*)", t).group(1).strip()
+wall = 0.0
+for part in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":"):
+    wall = wall * 60 + float(part)
+cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+print(f"{wall:.2f} {cpu:.2f} {field('Maximum resident set size (kbytes)')}")
+PY
+}
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "nproc: $(nproc); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "binary: $KEYWIRE_BIN"
+} > "$OUT_DIR/results.txt"
+for input in deployments-10k input-50mb; do
+  file="$OUT_DIR/$input.yaml"
+  bytes=$(stat -c %s "$file")
+  docs=$(grep -c '^kind: ' "$file")
+  for format in yaml json; do
+    runs=()
+    for _ in $(seq "$RUNS"); do runs+=("$(measure "$file" "$format")"); done
+    # The run with the median wall time.
+    median="$(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")"
+    read -r wall cpu rss <<<"$median"
+    out_bytes=$(stat -c %s "$OUT_DIR/out.$format")
+    echo "BENCH mutate input=$input bytes=$bytes objects=$docs output=$format out_bytes=$out_bytes wall_s=$wall cpu_s=$cpu max_rss_mb=$(( rss / 1024 )) runs=$RUNS" \
+      | tee -a "$OUT_DIR/results.txt"
+  done
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT_DIR/results.txt"
+echo "results in $OUT_DIR/results.txt"
