@@ -406,3 +406,94 @@ async fn policy_judges_pod_updates_replication_controllers_and_new_namespaces() 
         );
     }
 }
+
+/// Sum of `keywire_admission_requests_total` for one endpoint, from the shared webhook.
+async fn reviews(metrics_addr: &str, endpoint: &str) -> f64 {
+    let text = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = "keywire_admission_requests_total{";
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(&format!("endpoint=\"{endpoint}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The validating webhook's match condition: pods and templates that touch neither Key Vault
+/// nor an Azure identity are never sent (0 calls), while every route policy judges still is: a
+/// hand-written client secret in a pod that never opted in is refused.
+#[tokio::test]
+async fn pods_that_touch_no_azure_identity_never_reach_the_validating_webhook() {
+    let (guard, _client) = setup().await;
+    let metrics = guard
+        .as_ref()
+        .and_then(|s| s.webhook.as_ref())
+        .map(|w| w.metrics_addr.clone())
+        .unwrap();
+    let out = kubectl(
+        &[
+            "apply",
+            "-f",
+            policy_file("policies.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let ns = &format!("quiet-{run}");
+    let setup_objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": ns, "labels": {"keywire-e2e/env": "prod"}}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "shop", "namespace": ns}},
+    ]});
+    let out = kubectl(&["apply", "-f", "-"], Some(&setup_objects.to_string()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for_enforcement(ns).await;
+
+    // A plain pod (it gets the API server's own projected token, which has no audience) and a
+    // plain Deployment: no call to either webhook.
+    let before = (
+        reviews(&metrics, "mutate").await,
+        reviews(&metrics, "validate").await,
+    );
+    let plain = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain", "namespace": ns},
+         "spec": {"containers": [{"name": "a", "image": "busybox", "env": [{"name": "LOG", "value": "1"}]}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "plain", "namespace": ns},
+         "spec": {"selector": {"matchLabels": {"app": "plain"}}, "template": {
+            "metadata": {"labels": {"app": "plain"}},
+            "spec": {"containers": [{"name": "a", "image": "busybox"}]}}}},
+    ]});
+    let out = kubectl(&["create", "-f", "-"], Some(&plain.to_string()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = (
+        reviews(&metrics, "mutate").await,
+        reviews(&metrics, "validate").await,
+    );
+    assert_eq!(after, before, "plain objects reached keywire (mutate, validate)");
+
+    // An AZURE_* variable is a route to Entra: sent, judged and refused (service principal).
+    let secret = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sp", "namespace": ns},
+        "spec": {"containers": [{"name": "a", "image": "busybox",
+            "env": [{"name": "AZURE_CLIENT_SECRET", "value": "not-a-real-secret"}]}]}});
+    let out = kubectl(&["create", "-f", "-"], Some(&secret.to_string()));
+    assert!(!out.status.success(), "the client-secret pod was admitted");
+    assert!(
+        stderr(&out).contains(r#"admission webhook "validate.keywire.dev" denied the request: KeywirePolicy e2e-prod rule identity"#),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("not-a-real-secret"), "{}", stderr(&out));
+    assert_eq!(
+        reviews(&metrics, "validate").await,
+        before.1 + 1.0,
+        "one validating review for the client-secret pod"
+    );
+}
