@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the mutating admission webhook over HTTPS.
-    Webhook(webhook::WebhookArgs),
+    Webhook(Box<webhook::WebhookArgs>),
     /// Answer one AdmissionReview (file or stdin) exactly as the webhook would.
     Review(review::ReviewArgs),
     /// Mutate manifests offline, as the webhook would mutate their pods (CI dry run).
@@ -253,7 +253,7 @@ fn read_stdin() -> Result<String, String> {
 
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Webhook(args) => webhook::run(args),
+        Command::Webhook(args) => webhook::run(*args),
         Command::Review(args) => review::run(&args),
         Command::Mutate(args) => mutate::run(&args),
         Command::Certs(args) => certs::run(&args),
