@@ -229,8 +229,10 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_DENIED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 
+/// An error on one line of stderr: line breaks become spaces, other control characters (which
+/// input such as a manifest name can carry) are escaped.
 fn one_line(s: impl std::fmt::Display) -> String {
-    s.to_string().replace('\n', " ")
+    crate::core::echo::escape(&s.to_string().replace('\n', " ")).into_owned()
 }
 
 fn read_input(path: Option<&Path>) -> Result<String, String> {

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::core::echo;
 use crate::core::engine::{self, Decision, Outcome};
 use crate::core::lookup::Lookups;
 use crate::core::plan::Settings;
@@ -259,7 +260,7 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
             false,
             Some(Status {
                 code: 403,
-                message: message.clone(),
+                message: echo::escape(message).into_owned(),
                 reason: "Forbidden",
             }),
             None,
@@ -274,7 +275,11 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
             status,
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
-            warnings: decision.warnings.clone(),
+            warnings: decision
+                .warnings
+                .iter()
+                .map(|w| echo::escape(w).into_owned())
+                .collect(),
             audit_annotations: decision.audit_annotations(),
         },
     };
