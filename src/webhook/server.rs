@@ -238,7 +238,13 @@ async fn handle(
     let body = match read_body(&state, &headers, body, &mut reservation).await {
         Ok(b) => b,
         Err(response) => {
-            tracing::info!(status = %response.status(), "rejected a request body");
+            // Shedding is counted in keywire_requests_shed_total; a line per shed request
+            // would turn a flood into a logging flood.
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::debug!(status = %response.status(), "shed a request body");
+            } else {
+                tracing::info!(status = %response.status(), "rejected a request body");
+            }
             return response;
         }
     };
@@ -422,9 +428,40 @@ async fn shutdown_signal() {
     }
 }
 
+/// Descriptors beyond the connection cap: listeners, watch connections, files, the runtime.
+const FD_HEADROOM: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one (as Go does at start): container runtimes
+/// may start processes at 1024, below what `--max-connections` needs. Warns if still short.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let needed = max_connections as u64 + FD_HEADROOM;
+    if let Some(current) = getrlimit(Resource::Nofile).current
+        && current < needed
+    {
+        tracing::warn!(
+            open_file_limit = current,
+            max_connections,
+            "the open-file limit is below --max-connections plus headroom: connections past it \
+             fail to be accepted instead of being counted and closed"
+        );
+    }
+}
+
 /// Runs until SIGTERM/SIGINT, then drains in-flight requests and returns.
 pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    raise_open_file_limit(config.max_connections);
     let reloader = CertReloader::load(&config.tls_cert_file, &config.tls_key_file)?;
     let metrics = Arc::new(Metrics::default());
 
@@ -563,4 +600,26 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
     metrics_server.await??;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let start = getrlimit(Resource::Nofile);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(256),
+                maximum: start.maximum,
+            },
+        )
+        .unwrap();
+        raise_open_file_limit(1024);
+        let raised = getrlimit(Resource::Nofile);
+        assert_eq!(raised.current, start.maximum);
+    }
 }
