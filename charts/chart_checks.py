@@ -135,6 +135,20 @@ def contract(render_dir):
         c.check("topology spread", len(pod.get("topologySpreadConstraints", [])) >= 1)
         pdbs = [p for p in by_kind(objs, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-webhook")]
         c.check("PodDisruptionBudget keeps a replica", len(pdbs) == 1 and pdbs[0]["spec"]["minAvailable"] >= 1)
+        # The optional NetworkPolicy (off by default; on in the everything set) selects the webhook
+        # pods and admits exactly their webhook and metrics ports.
+        netpols = by_kind(objs, "NetworkPolicy")
+        if values_set.startswith("everything"):
+            ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+            admitted = sorted(p["port"] for r in netpols[0]["spec"]["ingress"] for p in r["ports"]) if netpols else []
+            c.check("NetworkPolicy admits only the webhook and metrics ports of the webhook pods",
+                    len(netpols) == 1
+                    and netpols[0]["spec"]["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+                    and netpols[0]["spec"]["policyTypes"] == ["Ingress"]
+                    and admitted == sorted([ports["https"], ports["metrics"]])
+                    and all("from" in r for r in netpols[0]["spec"]["ingress"]))
+        else:
+            c.check("no NetworkPolicy unless asked for", netpols == [])
         volume = next(v for v in pod["volumes"] if v["name"] == "certs")
         c.check(f"{mode}: certificate volume",
                 ("emptyDir" in volume) if mode == "self-managed" else ("secret" in volume))

@@ -664,3 +664,67 @@ fn policy_files_with_unknown_fields_are_refused() {
     );
     assert_eq!(stderr.lines().count(), 1);
 }
+
+/// A name carrying line breaks and escapes: no output keywire writes (stderr lines, the table,
+/// GitHub workflow commands, the diff, JUnit) lets it start a line of its own or break the XML.
+#[test]
+fn a_forged_name_cannot_forge_output_lines_or_break_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("keywire.xml");
+    let junit_arg = format!("junit={}", junit.display());
+    let policy = data("policies/prod-baseline.yaml");
+    let manifest = data("manifests/forged-name.yaml");
+    let (policy, manifest) = (policy.to_str().unwrap(), manifest.to_str().unwrap());
+    for extra in [&["-o", "json"][..], &["--diff"][..]] {
+        let mut args = vec![
+            "mutate", "--policy", policy, "-f", manifest, "--report", "github", "--report",
+            &junit_arg,
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args, None);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        for line in stderr.lines().chain(stdout.lines()) {
+            assert!(
+                !line.contains('\u{1b}') && !line.contains('\r') && !line.contains('\u{7}'),
+                "raw control character in {line:?}"
+            );
+            if line.trim_start().starts_with("::") {
+                assert!(
+                    line.starts_with("::error file=") || line.starts_with("::warning file="),
+                    "forged workflow command: {line:?}\n{stderr}"
+                );
+                assert!(
+                    !line.starts_with("::error file=forged.yaml"),
+                    "forged: {line:?}"
+                );
+            }
+        }
+        assert!(
+            stderr.contains(r"denied: Deployment/web\n::error file=forged.yaml::forged\n::stop-commands::pwned\r\n\u{1b}[2Jbell\u{7}\u{1}"),
+            "{stderr}"
+        );
+        // The GitHub annotation keeps the escaped name visible and one line long.
+        assert!(
+            stderr.contains(r"::error file=")
+                && stderr.contains(
+                    r"title=keywire denied Deployment/web\n%3A%3Aerror file=forged.yaml%3A%3Aforged"
+                ),
+            "{stderr}"
+        );
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+    let case = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testcase"))
+        .unwrap();
+    assert!(
+        case.attribute("name")
+            .unwrap()
+            .starts_with(r"Deployment/web\n::error file=forged.yaml"),
+        "{xml}"
+    );
+    assert!(doc.descendants().any(|n| n.has_tag_name("failure")));
+}

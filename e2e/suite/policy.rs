@@ -477,7 +477,10 @@ async fn pods_that_touch_no_azure_identity_never_reach_the_validating_webhook() 
         reviews(&metrics, "mutate").await,
         reviews(&metrics, "validate").await,
     );
-    assert_eq!(after, before, "plain objects reached keywire (mutate, validate)");
+    assert_eq!(
+        after, before,
+        "plain objects reached keywire (mutate, validate)"
+    );
 
     // An AZURE_* variable is a route to Entra: sent, judged and refused (service principal).
     let secret = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sp", "namespace": ns},
@@ -490,7 +493,11 @@ async fn pods_that_touch_no_azure_identity_never_reach_the_validating_webhook() 
         "{}",
         stderr(&out)
     );
-    assert!(!stderr(&out).contains("not-a-real-secret"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("not-a-real-secret"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         reviews(&metrics, "validate").await,
         before.1 + 1.0,

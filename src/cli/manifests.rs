@@ -382,8 +382,8 @@ pub fn diff(m: &Mutated) -> String {
         .unified_diff()
         .context_radius(3)
         .header(
-            &format!("a/{}", m.reference()),
-            &format!("b/{}", m.reference()),
+            &format!("a/{}", crate::core::echo::escape(&m.reference())),
+            &format!("b/{}", crate::core::echo::escape(&m.reference())),
         )
         .to_string()
 }

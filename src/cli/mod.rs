@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the mutating admission webhook over HTTPS.
-    Webhook(webhook::WebhookArgs),
+    Webhook(Box<webhook::WebhookArgs>),
     /// Answer one AdmissionReview (file or stdin) exactly as the webhook would.
     Review(review::ReviewArgs),
     /// Mutate manifests offline, as the webhook would mutate their pods (CI dry run).
@@ -229,8 +229,10 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_DENIED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 
+/// An error on one line of stderr: line breaks become spaces, other control characters (which
+/// input such as a manifest name can carry) are escaped.
 fn one_line(s: impl std::fmt::Display) -> String {
-    s.to_string().replace('\n', " ")
+    crate::core::echo::escape(&s.to_string().replace('\n', " ")).into_owned()
 }
 
 /// The text of a file or stdin, decoded as kubectl decodes manifests: a UTF-8 BOM dropped,
@@ -261,7 +263,7 @@ fn read_stdin() -> Result<Vec<u8>, String> {
 
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Webhook(args) => webhook::run(args),
+        Command::Webhook(args) => webhook::run(*args),
         Command::Review(args) => review::run(&args),
         Command::Mutate(args) => mutate::run(&args),
         Command::Certs(args) => certs::run(&args),

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::core::annotations;
+use crate::core::echo;
 use crate::core::lookup::Lookups;
 use crate::core::policy::{self, Policy};
 use crate::core::workload;
@@ -297,7 +298,8 @@ fn learn(
         };
         if known {
             eprintln!(
-                "note: {kind} {namespace}/{name} from {file} replaces the one in the cluster state"
+                "note: {} replaces the one in the cluster state",
+                echo::escape(&format!("{kind} {namespace}/{name} from {file}"))
             );
         }
     }

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::core::echo;
 use crate::core::engine::Outcome;
 use crate::core::policy::Enforcement;
 use crate::core::workload::Mutated;
@@ -37,39 +38,45 @@ impl ObjectResult {
     /// An object refused before any pod was judged (e.g. an input that redefines the platform's).
     pub fn refused(object: String, file: String, reason: String) -> Self {
         ObjectResult {
-            object,
-            file,
+            object: shown(&object),
+            file: shown(&file),
             line: None,
             allowed: false,
-            denial: Some(reason),
+            denial: Some(shown(&reason)),
             warnings: Vec::new(),
             violations: Vec::new(),
         }
     }
 }
 
+/// Text from the input as every report shows it: control characters escaped (`core::echo`), so
+/// no name can break a table row, forge a CI log line or an XML document.
+fn shown(s: &str) -> String {
+    echo::escape(s).into_owned()
+}
+
 /// The result for one object, if it carries a pod (template).
 pub fn result(file: &str, m: &Mutated) -> Option<ObjectResult> {
     let d = m.decision.as_ref()?;
     Some(ObjectResult {
-        object: m.reference(),
-        file: file.to_string(),
+        object: shown(&m.reference()),
+        file: shown(file),
         line: None,
         allowed: d.is_allowed(),
         denial: match &d.outcome {
-            Outcome::Denied(reason) => Some(reason.clone()),
+            Outcome::Denied(reason) => Some(shown(reason)),
             _ => None,
         },
-        warnings: d.warnings.clone(),
+        warnings: d.warnings.iter().map(|w| shown(w)).collect(),
         violations: d
             .violations
             .iter()
             .map(|v| ViolationRow {
-                policy: v.policy.clone(),
+                policy: shown(&v.policy),
                 rule: v.rule.to_string(),
-                field: v.field.clone(),
+                field: shown(&v.field),
                 enforcement: v.enforcement.as_str().to_string(),
-                message: v.message.clone(),
+                message: shown(&v.message),
             })
             .collect(),
     })
@@ -134,12 +141,28 @@ pub fn table(results: &[ObjectResult]) -> String {
     out
 }
 
+/// Text and attribute content for XML 1.0: markup escaped, line breaks and tabs as character
+/// references (kept, even in attributes), and characters XML cannot carry at all (other
+/// controls, U+FFFE, U+FFFF) written as visible escapes, so the document is always well-formed.
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {
+                out.extend(c.escape_default())
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// JUnit XML: one test case per object; denials and Enforce violations are failures.
@@ -495,5 +518,46 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&sarif(&[contract])).unwrap()["runs"][0]["results"]
                 [0]["partialFingerprints"]
         );
+    }
+
+    #[test]
+    fn junit_is_well_formed_whatever_the_names_carry() {
+        let mut results = sample();
+        // Raw, as a caller that did not go through `results` would pass them.
+        results[0].object =
+            "Deployment/a\u{1}\u{8}\u{1b}[2J\u{b}\u{c}\u{fffe}<&>\"'\r\n::error::x".into();
+        results[0].denial = Some("denied\u{0}\u{1f}\ttab".into());
+        results[1].warnings = vec!["w\u{7}".into()];
+        let xml = junit(&results, true);
+        let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        let case = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testcase"))
+            .unwrap();
+        assert_eq!(
+            case.attribute("name"),
+            Some("Deployment/a\\u{1}\\u{8}\\u{1b}[2J\\u{b}\\u{c}\\u{fffe}<&>\"'\r\n::error::x")
+        );
+        let failure = case.children().find(|n| n.has_tag_name("failure")).unwrap();
+        assert_eq!(
+            failure.attribute("message"),
+            Some("denied\\u{0}\\u{1f}\ttab")
+        );
+    }
+
+    #[test]
+    fn results_escape_what_the_manifest_says() {
+        let r = ObjectResult::refused(
+            "Namespace/a\nb".into(),
+            "f.yaml".into(),
+            "redefines Namespace a\n::error::x".into(),
+        );
+        assert_eq!(r.object, "Namespace/a\\nb");
+        assert_eq!(
+            r.denial.as_deref(),
+            Some("redefines Namespace a\\n::error::x")
+        );
+        let gh = github(&[r]);
+        assert_eq!(gh.lines().count(), 1, "{gh}");
     }
 }

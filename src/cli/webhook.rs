@@ -28,9 +28,26 @@ pub struct WebhookArgs {
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Request-body bytes held at once across all requests in flight; beyond it, 503 with
+    /// Retry-After. Bounds the memory that many large or stalled bodies can take.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub body_budget_bytes: usize,
     /// Seconds a client may take to send request headers.
     #[arg(long, default_value_t = 10)]
     pub header_read_timeout_seconds: u64,
+    /// Seconds a client may take to send the request body once the headers are in (408 beyond).
+    #[arg(long, default_value_t = 10)]
+    pub body_read_timeout_seconds: u64,
+    /// Open connections (TLS handshakes included) beyond which new ones are closed on accept.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a connection may sit with no request in flight before it is closed (HTTP/1.1
+    /// and h2). Above the API server's 90 s client idle timeout, so it closes its side first.
+    #[arg(long, default_value_t = 120)]
+    pub idle_timeout_seconds: u64,
+    /// Seconds a client may take to finish the TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    pub tls_handshake_timeout_seconds: u64,
     /// Seconds to drain in-flight requests after SIGTERM.
     #[arg(long, default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -157,6 +174,14 @@ pub fn run(args: WebhookArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
+    if args.body_budget_bytes < args.max_body_bytes {
+        eprintln!(
+            "keywire webhook: --body-budget-bytes ({}) must be at least --max-body-bytes ({}): \
+             otherwise a body within the limit could never be read",
+            args.body_budget_bytes, args.max_body_bytes
+        );
+        return EXIT_BAD_INPUT;
+    }
     let lookups = match &args.cluster_state {
         Some(path) => match cluster_state::load(path) {
             Ok(state) => Some(state),
@@ -183,7 +208,12 @@ pub fn run(args: WebhookArgs) -> i32 {
         settings,
         discover_kubernetes_version: args.defaults.workload_identity.kubernetes_version.is_none(),
         max_body_bytes: args.max_body_bytes,
+        body_budget_bytes: args.body_budget_bytes,
+        body_read_timeout: Duration::from_secs(args.body_read_timeout_seconds.max(1)),
         header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),
+        max_connections: args.max_connections.max(1),
+        idle_timeout: Duration::from_secs(args.idle_timeout_seconds.max(1)),
+        tls_handshake_timeout: Duration::from_secs(args.tls_handshake_timeout_seconds.max(1)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
         cert_reload_interval: Duration::from_secs(args.cert_reload_seconds.max(1)),
         watch_policies: args.policies,

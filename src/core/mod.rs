@@ -3,10 +3,11 @@
 //!
 //! Layers, lowest first (a module only uses the ones above it):
 //! `azure` -> `annotations` -> `policy` -> `lookup` -> `plan` -> `patch` -> `rules` -> `engine` ->
-//! `workload`.
+//! `workload`. `echo` (escaping input that is echoed) stands apart, used by any of them.
 
 pub mod annotations;
 pub mod azure;
+pub mod echo;
 pub mod engine;
 pub mod lookup;
 pub mod patch;

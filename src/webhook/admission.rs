@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::core::echo;
 use crate::core::engine::{self, Decision, Outcome};
 use crate::core::lookup::Lookups;
 use crate::core::plan::Settings;
@@ -421,7 +422,7 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
             false,
             Some(Status {
                 code: 403,
-                message: message.clone(),
+                message: echo::escape(message).into_owned(),
                 reason: "Forbidden",
             }),
             None,
@@ -436,7 +437,11 @@ pub fn respond(uid: &str, decision: &Decision) -> Vec<u8> {
             status,
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
-            warnings: decision.warnings.clone(),
+            warnings: decision
+                .warnings
+                .iter()
+                .map(|w| echo::escape(w).into_owned())
+                .collect(),
             audit_annotations: decision.audit_annotations(),
         },
     };

@@ -84,21 +84,63 @@ pub fn generate(hosts: &[String], days: i64) -> Result<Bundle, CertsError> {
 }
 
 fn write(path: &Path, contents: &str, mode: u32) -> Result<(), CertsError> {
-    let err = |source| CertsError::Write {
+    replace_file(path, contents.as_bytes(), mode).map_err(|source| CertsError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    // Write beside, then rename: a watcher never sees a half-written file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    })
+}
+
+/// Replaces `path` with `contents` atomically, the file having `mode` from its creation: a new
+/// file under a random name beside it (`create_new`, so nothing planted there, symlink or not, is
+/// opened), synced, then renamed over `path`. A symlink at `path` is refused, never followed.
+pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is a symbolic link; refusing to write through or over it",
+        ));
     }
-    #[cfg(not(unix))]
-    let _ = mode;
-    std::fs::rename(&tmp, path).map_err(err)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut attempts = 0;
+    let (tmp, mut file) = loop {
+        let tmp = dir.join(format!(".{name}.{:016x}.tmp", fastrand::u64(..)));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        match options.open(&tmp) {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 16 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let written = (|| {
+        // The umask may have narrowed `mode` at creation; never widened it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Writes `ca.crt`, `tls.crt` and `tls.key` into `dir`.
@@ -155,5 +197,62 @@ mod tests {
         );
         assert!(bundle.key_pem.contains("PRIVATE KEY"));
         assert!(matches!(generate(&[], 1), Err(CertsError::NoHosts)));
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_0600_from_creation_and_replaced_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = generate(&["127.0.0.1".into()], 1).unwrap();
+        write_bundle(dir.path(), &bundle).unwrap();
+        let key = dir.path().join("tls.key");
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&dir.path().join("tls.crt")), 0o644);
+        // A reader holding the old file keeps the old contents: it was replaced, not rewritten.
+        let old = std::fs::File::open(&key).unwrap();
+        replace_file(&key, b"new key", 0o600).unwrap();
+        assert_eq!(std::fs::read(&key).unwrap(), b"new key");
+        assert_eq!(
+            std::io::read_to_string(old).unwrap(),
+            bundle.key_pem,
+            "the old file was written in place"
+        );
+        assert_eq!(mode(&key), 0o600);
+        // No temporary file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_at_the_destination_or_the_old_temporary_path_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "do not touch").unwrap();
+        // The temporary path the old code used, planted as a symlink.
+        std::os::unix::fs::symlink(&victim, dir.path().join("tls.tmp")).unwrap();
+        write_bundle(dir.path(), &generate(&["127.0.0.1".into()], 1).unwrap()).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "do not touch");
+        assert!(
+            std::fs::symlink_metadata(dir.path().join("tls.key"))
+                .unwrap()
+                .is_file()
+        );
+
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::symlink(&victim, out.join("tls.key")).unwrap();
+        let err = write_bundle(&out, &generate(&["127.0.0.1".into()], 1).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "do not touch");
     }
 }

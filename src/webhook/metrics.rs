@@ -39,6 +39,23 @@ pub struct Metrics {
     pub cert_reloads: Counter,
     pub lookup_misses: Counter,
     pub ready: Gauge,
+    /// Connections accepted and not yet closed (TLS handshakes included).
+    pub connections_open: Gauge,
+    /// Connections closed right after accept because `--max-connections` were open.
+    pub connections_rejected: Counter,
+    /// Connections closed after `--idle-timeout-seconds` with no request in flight.
+    pub connections_closed_idle: Counter,
+    /// TLS handshakes that failed or did not finish within `--tls-handshake-timeout-seconds`.
+    pub tls_handshake_failures: Counter,
+    /// Request-body bytes held across all requests in flight (the global body budget's use).
+    pub body_bytes_buffered: Gauge,
+    shed: Family<ShedLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `body_too_large` (413), `body_budget` (503) or `body_timeout` (408).
+    pub reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -82,8 +99,50 @@ impl Default for Metrics {
             "1 when the webhook is ready to serve",
             ready.clone(),
         );
+        let connections_open = Gauge::default();
+        let connections_rejected = Counter::default();
+        let connections_closed_idle = Counter::default();
+        let tls_handshake_failures = Counter::default();
+        let body_bytes_buffered = Gauge::default();
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Webhook connections open, TLS handshakes included",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Webhook connections closed on accept because the connection cap was reached",
+            connections_rejected.clone(),
+        );
+        registry.register(
+            "connections_closed_idle",
+            "Webhook connections closed after the idle timeout with no request in flight",
+            connections_closed_idle.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "body_bytes_buffered",
+            "Request-body bytes held by requests in flight",
+            body_bytes_buffered.clone(),
+        );
+        registry.register(
+            "requests_shed",
+            "Requests refused by the body limits (413, 503 or 408), by reason",
+            shed.clone(),
+        );
         Metrics {
             registry,
+            connections_open,
+            connections_rejected,
+            connections_closed_idle,
+            tls_handshake_failures,
+            body_bytes_buffered,
+            shed,
             violations,
             requests,
             latency,
@@ -112,6 +171,10 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn record_shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&ShedLabels { reason }).inc();
     }
 
     /// Starts a timer that records one request when dropped.

@@ -3,7 +3,9 @@
 //! come from `crate::cluster` (watch caches) or a `--cluster-state` file.
 
 pub mod admission;
+pub mod budget;
 pub mod certs;
+pub mod connections;
 pub mod metrics;
 pub mod selfcert;
 pub mod server;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -22,6 +22,8 @@ use crate::core::lookup::{
 use crate::core::plan::{PodView, Settings};
 use crate::core::policy::{Enforcement, Policy};
 use crate::webhook::admission;
+use crate::webhook::budget::{BodyBudget, Reservation};
+use crate::webhook::connections::{BoundedAcceptor, Connections};
 use crate::webhook::metrics::Metrics;
 use crate::webhook::tls::CertReloader;
 
@@ -37,8 +39,18 @@ pub struct WebhookConfig {
     pub settings: Settings,
     /// Ask the API server its version (native sidecars from 1.32) instead of assuming one.
     pub discover_kubernetes_version: bool,
+    /// Largest accepted request body (413 beyond).
     pub max_body_bytes: usize,
+    /// Body bytes held at once across all requests in flight (503 beyond).
+    pub body_budget_bytes: usize,
+    /// Time a client may take to send the body once the headers are in (408 beyond).
+    pub body_read_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// Open connections (TLS handshakes included) beyond which new ones are closed on accept.
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 and h2).
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
     pub shutdown_grace: Duration,
     pub cert_reload_interval: Duration,
     /// Watch KeywirePolicies (their CRD must be installed).
@@ -97,47 +109,104 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Time a client may take to send the body once the headers are in.
     pub body_timeout: Duration,
+    /// Body bytes held across all requests in flight.
+    pub budget: Arc<BodyBudget>,
+    pub connections: Arc<Connections>,
 }
 
 /// Oversize bodies are read and discarded up to this many times the limit, so an HTTP/1.1
 /// client still sending receives its 413 instead of a connection reset.
 const DRAIN_FACTOR: usize = 8;
 
-/// Reads the body up to the limit; beyond it, drains (bounded) and answers 413.
-async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+const H2_WINDOW: u32 = 256 * 1024;
+const H2_MAX_STREAMS: u32 = 64;
+
+/// Reads the body up to the limit, holding its bytes in `reservation`: 413 beyond the limit
+/// (drained, bounded), 503 when the global budget cannot hold it, 408 when it is not sent in time.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    reservation: &mut Reservation,
+) -> Result<Bytes, Response> {
     use futures::StreamExt;
     let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(length) = declared {
+        if length > limit.saturating_mul(DRAIN_FACTOR) {
+            return Err(too_large(state, limit));
+        }
+        // A declared body is reserved whole before a byte of it is read: the budget refuses
+        // fast instead of after the memory is spent.
+        if length <= limit && !reservation.hold(length) {
+            return Err(over_budget(state));
+        }
+    }
     let read = async {
         let mut stream = body.into_data_stream();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(declared.filter(|&n| n <= limit).unwrap_or(0));
         let mut total = 0usize;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| bad_request(format!("cannot read the body: {e}")))?;
-            total += chunk.len();
+            total = total.saturating_add(chunk.len());
             if total <= limit {
+                if total > buf.capacity() {
+                    // Grow as Vec would, but only with bytes the budget holds.
+                    let capacity = total.max(buf.capacity().saturating_mul(2)).min(limit);
+                    if !reservation.hold(capacity) {
+                        return Err(over_budget(state));
+                    }
+                    buf.reserve_exact(capacity - buf.len());
+                }
                 buf.extend_from_slice(&chunk);
             } else if total > limit.saturating_mul(DRAIN_FACTOR) {
                 break;
             }
         }
         if total > limit {
-            return Err((
-                StatusCode::PAYLOAD_TOO_LARGE,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                format!("request body is larger than {limit} bytes\n"),
-            )
-                .into_response());
+            return Err(too_large(state, limit));
         }
         Ok(Bytes::from(buf))
     };
     match tokio::time::timeout(state.body_timeout, read).await {
         Ok(result) => result,
-        Err(_) => Err((
-            StatusCode::REQUEST_TIMEOUT,
-            "request body not received in time\n",
-        )
-            .into_response()),
+        Err(_) => {
+            state.metrics.record_shed("body_timeout");
+            Err((
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time\n",
+            )
+                .into_response())
+        }
     }
+}
+
+fn too_large(state: &AppState, limit: usize) -> Response {
+    state.metrics.record_shed("body_too_large");
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("request body is larger than {limit} bytes\n"),
+    )
+        .into_response()
+}
+
+fn over_budget(state: &AppState) -> Response {
+    state.metrics.record_shed("body_budget");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::RETRY_AFTER, "1"),
+        ],
+        "too many request bodies in flight; retry\n",
+    )
+        .into_response()
 }
 
 fn bad_request(message: String) -> Response {
@@ -149,20 +218,33 @@ fn bad_request(message: String) -> Response {
         .into_response()
 }
 
-async fn mutate(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    handle(state, admission::Endpoint::Mutate, body).await
+async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, admission::Endpoint::Mutate, headers, body).await
 }
 
-async fn validate(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    handle(state, admission::Endpoint::Validate, body).await
+async fn validate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, admission::Endpoint::Validate, headers, body).await
 }
 
-async fn handle(state: Arc<AppState>, endpoint: admission::Endpoint, body: Body) -> Response {
+async fn handle(
+    state: Arc<AppState>,
+    endpoint: admission::Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mut timer = state.metrics.timer(endpoint.label());
-    let body = match read_body(&state, body).await {
+    // Held until the answer is built: the parsed object lives as long as its body.
+    let mut reservation = state.budget.reservation();
+    let body = match read_body(&state, &headers, body, &mut reservation).await {
         Ok(b) => b,
         Err(response) => {
-            tracing::info!(status = %response.status(), "rejected a request body");
+            // Shedding is counted in keywire_requests_shed_total; a line per shed request
+            // would turn a flood into a logging flood.
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::debug!(status = %response.status(), "shed a request body");
+            } else {
+                tracing::info!(status = %response.status(), "rejected a request body");
+            }
             return response;
         }
     };
@@ -288,7 +370,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::SeqCst) {
+    if state.connections.at_cap() {
+        (StatusCode::SERVICE_UNAVAILABLE, "at the connection cap\n").into_response()
+    } else if state.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -344,9 +428,40 @@ async fn shutdown_signal() {
     }
 }
 
+/// Descriptors beyond the connection cap: listeners, watch connections, files, the runtime.
+const FD_HEADROOM: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one (as Go does at start): container runtimes
+/// may start processes at 1024, below what `--max-connections` needs. Warns if still short.
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let needed = max_connections as u64 + FD_HEADROOM;
+    if let Some(current) = getrlimit(Resource::Nofile).current
+        && current < needed
+    {
+        tracing::warn!(
+            open_file_limit = current,
+            max_connections,
+            "the open-file limit is below --max-connections plus headroom: connections past it \
+             fail to be accepted instead of being counted and closed"
+        );
+    }
+}
+
 /// Runs until SIGTERM/SIGINT, then drains in-flight requests and returns.
 pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    raise_open_file_limit(config.max_connections);
     let reloader = CertReloader::load(&config.tls_cert_file, &config.tls_key_file)?;
     let metrics = Arc::new(Metrics::default());
 
@@ -387,6 +502,8 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
         )),
         Backend::File(_) => None,
     };
+    let connections =
+        Connections::new(config.max_connections, config.idle_timeout, metrics.clone());
     let state = Arc::new(AppState {
         recorder,
         backend: backend.clone(),
@@ -394,7 +511,9 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ready: AtomicBool::new(false),
         max_body_bytes: config.max_body_bytes,
-        body_timeout: config.header_read_timeout,
+        body_timeout: config.body_read_timeout,
+        budget: BodyBudget::new(config.body_budget_bytes, metrics.clone()),
+        connections: connections.clone(),
     });
 
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
@@ -424,11 +543,28 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     let tls =
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(reloader.server_config()));
-    let mut server = axum_server::bind_rustls(config.listen, tls).handle(handle.clone());
+    let acceptor = BoundedAcceptor::new(
+        axum_server::tls_rustls::RustlsAcceptor::new(tls)
+            .handshake_timeout(config.tls_handshake_timeout),
+        connections,
+    );
+    let mut server = axum_server::bind(config.listen)
+        .acceptor(acceptor)
+        .handle(handle.clone());
     server
         .http_builder()
         .http1()
+        .keep_alive(true)
         .header_read_timeout(Some(config.header_read_timeout));
+    // h2: ping to find dead peers; small windows so unread bodies cannot pile up per stream.
+    server
+        .http_builder()
+        .http2()
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .initial_connection_window_size(Some(H2_WINDOW))
+        .initial_stream_window_size(Some(H2_WINDOW))
+        .max_concurrent_streams(Some(H2_MAX_STREAMS));
     let app = webhook_router(state.clone());
     let serving = tokio::spawn(server.serve(app.into_make_service()));
 
@@ -464,4 +600,26 @@ pub async fn run(config: WebhookConfig) -> anyhow::Result<()> {
     metrics_server.await??;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let start = getrlimit(Resource::Nofile);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(256),
+                maximum: start.maximum,
+            },
+        )
+        .unwrap();
+        raise_open_file_limit(1024);
+        let raised = getrlimit(Resource::Nofile);
+        assert_eq!(raised.current, start.maximum);
+    }
 }

@@ -423,7 +423,8 @@ impl TickReport {
     }
 }
 
-/// Writes `contents` to `path` if it differs (beside, then rename). Returns whether it wrote.
+/// Writes `contents` to `path` if it differs (`certs::replace_file`: created with `mode`, no
+/// symlinks, renamed into place). Returns whether it wrote.
 fn sync_file(path: &Path, contents: &str, mode: u32) -> Result<bool, SelfCertError> {
     if std::fs::read(path).is_ok_and(|on_disk| on_disk == contents.as_bytes()) {
         return Ok(false);
@@ -435,18 +436,7 @@ fn sync_file(path: &Path, contents: &str, mode: u32) -> Result<bool, SelfCertErr
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".keywire-tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, contents).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    std::fs::rename(&tmp, path).map_err(err)?;
+    crate::webhook::certs::replace_file(path, contents.as_bytes(), mode).map_err(err)?;
     Ok(true)
 }
 
@@ -462,4 +452,31 @@ pub async fn start(config: SelfCertConfig) -> Result<tokio::task::JoinHandle<()>
     let manager = SelfManaged::new(config).await?;
     manager.bootstrap().await;
     Ok(tokio::spawn(manager.run()))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_key_file_is_0600_and_a_planted_temporary_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "do not touch").unwrap();
+        let key = dir.path().join("certs/tls.key");
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        // The temporary path the old code wrote through.
+        std::os::unix::fs::symlink(&victim, dir.path().join("certs/tls.key.keywire-tmp")).unwrap();
+        assert!(sync_file(&key, "KEY", 0o600).unwrap());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "do not touch");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            !sync_file(&key, "KEY", 0o600).unwrap(),
+            "unchanged: not rewritten"
+        );
+        assert!(sync_file(&key, "KEY2", 0o600).unwrap());
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "KEY2");
+    }
 }
