@@ -18,6 +18,8 @@ if [[ -z "${KEYWIRE_BIN:-}" ]]; then
   cargo build --locked --release --bin keywire
   export KEYWIRE_BIN="$PWD/target/release/keywire"
 fi
+# As the chart deploys it (charts/keywire/templates/controller.yaml).
+export MIMALLOC_ARENA_EAGER_COMMIT=0
 source e2e/env.sh
 export E2E_STATE_DIR="$OUT_DIR/state"
 cleanup() {

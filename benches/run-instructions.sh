@@ -4,7 +4,8 @@
 #   benches/run-instructions.sh [CASE...]     CASE: plain | <containers> (default: plain 1 20 100 10000 30000)
 # Each case runs the benchmark program twice, with 0 and with N reviews in one process, and
 # reports (I_N - I_0) / N, so start-up and fixture building cancel out.
-# Builds with the `profiling` profile (release optimisations, quick to rebuild).
+# Builds with the release profile, the one that ships (PROFILE=profiling for a quicker rebuild
+# with line tables, to read the profile with callgrind_annotate; its counts differ a little).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -12,13 +13,14 @@ command -v valgrind >/dev/null || { echo "run-instructions.sh: valgrind is not i
 cases=("$@")
 [[ ${#cases[@]} -gt 0 ]] || cases=(plain 1 20 100 10000 30000)
 
-bin="$(cargo build --profile profiling --features fixtures --bench instructions --message-format=json 2>/dev/null |
+profile="${PROFILE:-release}"
+bin="$(cargo build --profile "$profile" --features fixtures --bench instructions --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "instructions" and m.get("executable"):
         print(m["executable"])')"
-[[ -x "$bin" ]] || { echo "run-instructions.sh: build failed (cargo build --profile profiling --features fixtures --bench instructions)" >&2; exit 1; }
+[[ -x "$bin" ]] || { echo "run-instructions.sh: build failed (cargo build --profile $profile --features fixtures --bench instructions)" >&2; exit 1; }
 
 count() { # args... -> instructions
   local out

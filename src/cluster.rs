@@ -55,7 +55,15 @@ pub struct KubeLookups {
     /// volume points at). Empty while the driver's CRD is not installed.
     classes: Arc<RwLock<Classes>>,
     classes_ready: tokio::sync::watch::Receiver<bool>,
+    /// SecretProviderClasses a direct GET just found absent (keywire's own inline class before
+    /// the controller writes it, typically): not fetched again for `CLASS_MISS_TTL`, so a burst
+    /// of pods costs one GET, not one per review. The watch still adds a class the moment it
+    /// exists.
+    missing_classes: Arc<Mutex<HashMap<(String, String), Instant>>>,
 }
+
+/// How long a SecretProviderClass found absent is not fetched again.
+const CLASS_MISS_TTL: Duration = Duration::from_secs(2);
 
 fn spc_api_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -266,6 +274,7 @@ impl KubeLookups {
             fetched_namespaces: Arc::new(Mutex::new(HashMap::new())),
             classes,
             classes_ready,
+            missing_classes: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -325,6 +334,13 @@ impl KubeLookups {
         {
             return false;
         }
+        if let Ok(missing) = self.missing_classes.lock()
+            && missing
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < CLASS_MISS_TTL)
+        {
+            return false;
+        }
         let api = Api::<DynamicObject>::namespaced_with(
             self.client.clone(),
             namespace,
@@ -336,7 +352,16 @@ impl KubeLookups {
                     classes.insert(key, c);
                 }
             }
-            Ok(None) => {}
+            Ok(None) => {
+                if let Ok(mut missing) = self.missing_classes.lock() {
+                    if missing.len() >= MISS_CAPACITY {
+                        missing.retain(|_, at| at.elapsed() < CLASS_MISS_TTL);
+                    }
+                    if missing.len() < MISS_CAPACITY {
+                        missing.insert(key, Instant::now());
+                    }
+                }
+            }
             Err(e) => {
                 tracing::debug!(namespace, name, error = %e, "SecretProviderClass GET failed")
             }
