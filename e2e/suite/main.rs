@@ -406,7 +406,7 @@ async fn availability_follows_failure_policy_and_recovers() {
         "{message}"
     );
 
-    let plain = fixtures::pod("plain-while-down")
+    let plain = fixtures::pod(&controller::fresh("plain-while-down"))
         .service_account("probe")
         .containers(vec![fixtures::simple_container("c")])
         .build();
@@ -419,7 +419,7 @@ async fn availability_follows_failure_policy_and_recovers() {
     let system = create_pod(
         &client,
         "kube-system",
-        &labelled_pod("system-while-down", "e2e"),
+        &labelled_pod(&controller::fresh("system-while-down"), "e2e"),
         false,
     )
     .await
@@ -437,7 +437,7 @@ async fn availability_follows_failure_policy_and_recovers() {
     let stored = create_pod(
         &client,
         DEMO,
-        &labelled_pod("after-restart", "probe"),
+        &labelled_pod(&controller::fresh("after-restart"), "probe"),
         false,
     )
     .await
