@@ -23,8 +23,45 @@ use crate::core::policy::{self, Policy};
 const MISS_TTL: Duration = Duration::from_secs(30);
 const MISS_CAPACITY: usize = 4096;
 
-type Misses = HashMap<(String, String), (Instant, Option<ServiceAccountInfo>)>;
 type Classes = HashMap<(String, String), SecretProviderClassInfo>;
+
+/// Answers of direct GETs, remembered for a while until the watch catches up: at most
+/// `MISS_CAPACITY` entries, stale ones swept when it is full.
+struct Remembered<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> Remembered<K, V> {
+    fn new(ttl: Duration) -> Self {
+        Remembered {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What is remembered for `key`, if it is still fresh.
+    fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
+        let entries = self.entries.lock().ok()?;
+        let (at, value) = entries.get(key)?;
+        (at.elapsed() < self.ttl).then(|| value.clone())
+    }
+
+    fn insert(&self, key: K, value: V) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MISS_CAPACITY {
+                entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+            }
+            if entries.len() < MISS_CAPACITY {
+                entries.insert(key, (Instant::now(), value));
+            }
+        }
+    }
+}
 
 /// The Secrets Store CSI driver's API group and version.
 const SPC_GROUP_VERSION: &str = "secrets-store.csi.x-k8s.io/v1";
@@ -48,9 +85,10 @@ pub struct KubeLookups {
     namespaces: Store<PartialObjectMeta<Namespace>>,
     policy_store: Option<Store<DynamicObject>>,
     policies: Arc<ArcSwap<Vec<Policy>>>,
-    misses: Arc<Mutex<Misses>>,
+    /// ServiceAccounts fetched on a cache miss (`None`: absent), answered until the watch catches up.
+    misses: Arc<Remembered<(String, String), Option<ServiceAccountInfo>>>,
     /// Namespaces fetched on a cache miss, answered until the watch catches up.
-    fetched_namespaces: Arc<Mutex<HashMap<String, (Instant, NamespaceInfo)>>>,
+    fetched_namespaces: Arc<Remembered<String, NamespaceInfo>>,
     /// SecretProviderClasses, stripped to provider and parameters (policy judges what a CSI
     /// volume points at). Empty while the driver's CRD is not installed.
     classes: Arc<RwLock<Classes>>,
@@ -59,7 +97,7 @@ pub struct KubeLookups {
     /// the controller writes it, typically): not fetched again for `CLASS_MISS_TTL`, so a burst
     /// of pods costs one GET, not one per review. The watch still adds a class the moment it
     /// exists.
-    missing_classes: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    missing_classes: Arc<Remembered<(String, String), ()>>,
 }
 
 /// How long a SecretProviderClass found absent is not fetched again.
@@ -270,11 +308,11 @@ impl KubeLookups {
             namespaces: ns_store,
             policy_store,
             policies,
-            misses: Arc::new(Mutex::new(HashMap::new())),
-            fetched_namespaces: Arc::new(Mutex::new(HashMap::new())),
+            misses: Arc::new(Remembered::new(MISS_TTL)),
+            fetched_namespaces: Arc::new(Remembered::new(MISS_TTL)),
             classes,
             classes_ready,
-            missing_classes: Arc::new(Mutex::new(HashMap::new())),
+            missing_classes: Arc::new(Remembered::new(CLASS_MISS_TTL)),
         }
     }
 
@@ -301,21 +339,13 @@ impl KubeLookups {
         match api.get_opt(name).await {
             Ok(Some(mut ns)) => {
                 strip(&mut ns, true);
-                if let Ok(mut fetched) = self.fetched_namespaces.lock() {
-                    if fetched.len() >= MISS_CAPACITY {
-                        fetched.retain(|_, (at, _)| at.elapsed() < MISS_TTL);
-                    }
-                    fetched.insert(
-                        name.to_string(),
-                        (
-                            Instant::now(),
-                            NamespaceInfo {
-                                name: name.to_string(),
-                                labels: ns.metadata.labels.unwrap_or_default(),
-                            },
-                        ),
-                    );
-                }
+                self.fetched_namespaces.insert(
+                    name.to_string(),
+                    NamespaceInfo {
+                        name: name.to_string(),
+                        labels: ns.metadata.labels.unwrap_or_default(),
+                    },
+                );
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(namespace = name, error = %e, "Namespace GET failed"),
@@ -334,11 +364,7 @@ impl KubeLookups {
         {
             return false;
         }
-        if let Ok(missing) = self.missing_classes.lock()
-            && missing
-                .get(&key)
-                .is_some_and(|at| at.elapsed() < CLASS_MISS_TTL)
-        {
+        if self.missing_classes.get(&key).is_some() {
             return false;
         }
         let api = Api::<DynamicObject>::namespaced_with(
@@ -352,16 +378,7 @@ impl KubeLookups {
                     classes.insert(key, c);
                 }
             }
-            Ok(None) => {
-                if let Ok(mut missing) = self.missing_classes.lock() {
-                    if missing.len() >= MISS_CAPACITY {
-                        missing.retain(|_, at| at.elapsed() < CLASS_MISS_TTL);
-                    }
-                    if missing.len() < MISS_CAPACITY {
-                        missing.insert(key, Instant::now());
-                    }
-                }
-            }
+            Ok(None) => self.missing_classes.insert(key, ()),
             Err(e) => {
                 tracing::debug!(namespace, name, error = %e, "SecretProviderClass GET failed")
             }
@@ -382,10 +399,7 @@ impl KubeLookups {
             return false;
         }
         let key = (namespace.to_string(), name.to_string());
-        if let Ok(misses) = self.misses.lock()
-            && let Some((at, _)) = misses.get(&key)
-            && at.elapsed() < MISS_TTL
-        {
+        if self.misses.get(&key).is_some() {
             return false;
         }
         let api =
@@ -397,14 +411,7 @@ impl KubeLookups {
                 None
             }
         };
-        if let Ok(mut misses) = self.misses.lock() {
-            if misses.len() >= MISS_CAPACITY {
-                misses.retain(|_, (at, _)| at.elapsed() < MISS_TTL);
-            }
-            if misses.len() < MISS_CAPACITY {
-                misses.insert(key, (Instant::now(), found));
-            }
-        }
+        self.misses.insert(key, found);
         true
     }
 }
@@ -443,13 +450,9 @@ impl KubeLookups {
 impl Lookups for KubeLookups {
     fn service_account(&self, namespace: &str, name: &str) -> Option<ServiceAccountInfo> {
         self.cached(namespace, name).or_else(|| {
-            let misses = self.misses.lock().ok()?;
-            let (at, found) = misses.get(&(namespace.to_string(), name.to_string()))?;
-            if at.elapsed() < MISS_TTL {
-                found.clone()
-            } else {
-                None
-            }
+            self.misses
+                .get(&(namespace.to_string(), name.to_string()))
+                .flatten()
         })
     }
 
@@ -460,11 +463,7 @@ impl Lookups for KubeLookups {
                 name: m.metadata.name.clone().unwrap_or_default(),
                 labels: m.metadata.labels.clone().unwrap_or_default(),
             })
-            .or_else(|| {
-                let fetched = self.fetched_namespaces.lock().ok()?;
-                let (at, ns) = fetched.get(name)?;
-                (at.elapsed() < MISS_TTL).then(|| ns.clone())
-            })
+            .or_else(|| self.fetched_namespaces.get(name))
     }
 
     fn secret_provider_class(
