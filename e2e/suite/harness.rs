@@ -321,10 +321,12 @@ pub fn normalise(pod: &Value) -> Value {
     p
 }
 
-/// Runs `keywire mutate -o json` on a file and returns its objects.
-pub fn keywire_mutate(file: &Path) -> Vec<Value> {
+/// Runs `keywire mutate ARGS` with the workload-identity flags the webhook runs with, asserts
+/// exit 0 and returns stdout.
+pub fn run_keywire_mutate(args: &[&str]) -> Vec<u8> {
     let out = Command::new(keywire())
-        .args(["mutate", "-o", "json", "-f", file.to_str().unwrap()])
+        .arg("mutate")
+        .args(args)
         .args(WORKLOAD_IDENTITY_FLAGS)
         .output()
         .unwrap();
@@ -334,7 +336,13 @@ pub fn keywire_mutate(file: &Path) -> Vec<Value> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    out.stdout
+}
+
+/// Runs `keywire mutate -o json` on a file and returns its objects.
+pub fn keywire_mutate(file: &Path) -> Vec<Value> {
+    let stdout = run_keywire_mutate(&["-o", "json", "-f", file.to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&stdout).unwrap();
     match v["kind"].as_str() {
         Some("List") => v["items"].as_array().unwrap().clone(),
         _ => vec![v],

@@ -3,8 +3,6 @@
 //! reader) reads differently from YAML 1.2: octal modes, quoted `on`/`yes`/`1_000`, merge keys,
 //! `!!binary`, `0x1`, `1e3`.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::controller::fresh;
@@ -13,19 +11,9 @@ use crate::setup;
 
 /// Runs `keywire mutate -n NAMESPACE -o FORMAT` on the round-trip manifest.
 fn mutate(namespace: &str, format: &str) -> String {
-    let out = Command::new(keywire())
-        .args(["mutate", "-n", namespace, "-o", format, "-f"])
-        .arg(repo("e2e/manifests/yaml-round-trip.yaml"))
-        .args(WORKLOAD_IDENTITY_FLAGS)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let file = repo("e2e/manifests/yaml-round-trip.yaml");
+    let stdout = run_keywire_mutate(&["-n", namespace, "-o", format, "-f", file.to_str().unwrap()]);
+    String::from_utf8(stdout).unwrap()
 }
 
 /// Where `predicted` is not inside `stored` (every key with the same value, arrays of the same
