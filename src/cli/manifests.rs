@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use serde_json::{Map, Value};
 
 use crate::cli::report::ObjectResult;
-use crate::core::workload::Mutated;
 use crate::yaml;
 
 /// The objects of a manifest stream, one document at a time; stops after the first error.
@@ -300,8 +299,27 @@ pub enum Format {
     Diff,
 }
 
-/// Writes mutated objects one at a time as they are produced, so memory holds one object, not
-/// the output. JSON is the same text `serde_json`'s pretty printer would give the whole `List`,
+/// One object's part of the output, on its own: what [`Output::push`] writes after the
+/// separator. Rendering needs nothing but the object, so it can run on any thread. A diff
+/// compares with `original` (the object as read), and is empty when nothing changed.
+pub fn render(format: Format, original: Option<&Value>, mutated: &Value) -> Result<String, String> {
+    Ok(match format {
+        Format::Yaml => yaml::to_string(mutated),
+        Format::Json => {
+            let text = yaml::number::to_json_pretty(mutated).map_err(|e| e.to_string())?;
+            let mut out = String::with_capacity(text.len() + text.len() / 8);
+            for line in text.lines() {
+                out.push_str("\n    ");
+                out.push_str(line);
+            }
+            out
+        }
+        Format::Diff => diff(original.unwrap_or(mutated), mutated),
+    })
+}
+
+/// Writes rendered objects one at a time, in order, so memory holds one object, not the
+/// output. JSON is the same text `serde_json`'s pretty printer would give the whole `List`,
 /// with floats spelled as kubectl spells them.
 pub struct Output<W: Write> {
     out: W,
@@ -318,29 +336,18 @@ impl<W: Write> Output<W> {
         }
     }
 
-    pub fn object(&mut self, m: &Mutated) -> std::io::Result<()> {
+    /// Writes the next object, as [`render`] gave it.
+    pub fn push(&mut self, rendered: &str) -> std::io::Result<()> {
         match self.format {
-            Format::Yaml => {
-                if self.written > 0 {
-                    self.out.write_all(b"---\n")?;
-                }
-                self.out.write_all(yaml::to_string(&m.mutated).as_bytes())?;
-            }
-            Format::Json => {
-                self.out.write_all(if self.written == 0 {
-                    JSON_HEAD.as_bytes()
-                } else {
-                    b","
-                })?;
-                let text =
-                    yaml::number::to_json_pretty(&m.mutated).map_err(std::io::Error::other)?;
-                for line in text.lines() {
-                    self.out.write_all(b"\n    ")?;
-                    self.out.write_all(line.as_bytes())?;
-                }
-            }
-            Format::Diff => self.out.write_all(diff(m).as_bytes())?,
+            Format::Yaml if self.written > 0 => self.out.write_all(b"---\n")?,
+            Format::Json => self.out.write_all(if self.written == 0 {
+                JSON_HEAD.as_bytes()
+            } else {
+                b","
+            })?,
+            _ => {}
         }
+        self.out.write_all(rendered.as_bytes())?;
         self.written += 1;
         Ok(())
     }
@@ -372,19 +379,18 @@ impl<W: Write> Output<W> {
 const JSON_HEAD: &str = "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [";
 
 /// A unified diff of one object's YAML before and after.
-pub fn diff(m: &Mutated) -> String {
-    let before = yaml::to_string(&m.original);
-    let after = yaml::to_string(&m.mutated);
+pub fn diff(original: &Value, mutated: &Value) -> String {
+    let before = yaml::to_string(original);
+    let after = yaml::to_string(mutated);
     if before == after {
         return String::new();
     }
+    let reference = crate::core::workload::reference(original);
+    let reference = crate::core::echo::escape(&reference);
     similar::TextDiff::from_lines(&before, &after)
         .unified_diff()
         .context_radius(3)
-        .header(
-            &format!("a/{}", crate::core::echo::escape(&m.reference())),
-            &format!("b/{}", crate::core::echo::escape(&m.reference())),
-        )
+        .header(&format!("a/{reference}"), &format!("b/{reference}"))
         .to_string()
 }
 
@@ -480,12 +486,8 @@ metadata: {name: a}
         let mut text = Vec::new();
         let mut out = Output::new(&mut text, format);
         for o in objects {
-            let m = Mutated {
-                original: o.clone(),
-                mutated: o.clone(),
-                decision: None,
-            };
-            out.object(&m).unwrap();
+            out.push(&super::render(format, Some(o), o).unwrap())
+                .unwrap();
         }
         out.finish(results).unwrap();
         String::from_utf8(text).unwrap()

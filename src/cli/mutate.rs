@@ -198,10 +198,15 @@ pub fn run(args: &MutateArgs) -> i32 {
                 Ok(o) => o,
                 Err(e) => return bad(format!("{file}: {e}")),
             };
+            let original = (format == manifests::Format::Diff).then(|| o.clone());
             let m = workload::mutate(o, &args.namespace, &state, &settings);
             results.extend(report::result(file, &m));
+            let text = match manifests::render(format, original.as_ref(), &m.mutated) {
+                Ok(text) => text,
+                Err(e) => return bad(format!("{file}: cannot write {}: {e}", m.reference())),
+            };
             // A closed stdout (`| head`) stops the output, not the verdicts.
-            if output.as_mut().is_some_and(|out| out.object(&m).is_err()) {
+            if output.as_mut().is_some_and(|out| out.push(&text).is_err()) {
                 output = None;
             }
         }

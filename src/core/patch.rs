@@ -153,14 +153,6 @@ impl PatchOp {
     pub fn value(&self) -> Value {
         self.value.to_value()
     }
-
-    /// The same operation under a pod template at `prefix` (a JSON pointer).
-    pub fn under(self, prefix: &str) -> Self {
-        PatchOp {
-            path: format!("{prefix}{}", self.path),
-            ..self
-        }
-    }
 }
 
 /// Escapes one JSON-pointer reference token (RFC 6901).

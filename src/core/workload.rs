@@ -55,7 +55,8 @@ fn removed_api(object: &Value) -> Option<(&'static str, &'static str, &'static s
 /// One manifest after `keywire mutate`.
 #[derive(Debug)]
 pub struct Mutated {
-    pub original: Value,
+    /// The object as it would be stored: patched, or as it came when nothing changed. Its kind,
+    /// name and namespace are the original's (patches only touch the pod template).
     pub mutated: Value,
     /// `None` for objects that carry no pod template.
     pub decision: Option<Decision>,
@@ -63,29 +64,32 @@ pub struct Mutated {
 
 impl Mutated {
     pub fn reference(&self) -> String {
-        let kind = self
-            .original
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        let meta = self.original.get("metadata");
-        let name = meta
-            .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        match meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
-        {
-            Some(ns) => format!("{kind}/{name} (namespace {ns})"),
-            None => format!("{kind}/{name}"),
-        }
+        reference(&self.mutated)
     }
 }
 
-/// Runs one object through the engine, as the webhook would run the pods it creates.
+/// `Kind/name (namespace ns)`, as reports name an object.
+pub fn reference(object: &Value) -> String {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("?");
+    let meta = object.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    match meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        Some(ns) => format!("{kind}/{name} (namespace {ns})"),
+        None => format!("{kind}/{name}"),
+    }
+}
+
+/// Runs one object through the engine, as the webhook would run the pods it creates. Only the
+/// pod template is copied (the engine reads it, the patch is applied to it); the object itself
+/// is moved through, so a caller that wants the object as it came (a diff) keeps its own copy.
 pub fn mutate(
-    object: Value,
+    mut object: Value,
     default_namespace: &str,
     lookups: &dyn Lookups,
     settings: &Settings,
@@ -114,8 +118,7 @@ pub fn mutate(
             }
         });
         return Mutated {
-            mutated: object.clone(),
-            original: object,
+            mutated: object,
             decision,
         };
     };
@@ -128,6 +131,7 @@ pub fn mutate(
     // A template's pods are named after their workload (`<name>-...`): that is what the v1.6
     // token volume's name is hashed from, as for a pod created with that generateName. The
     // webhook keeps whichever reserved token volume a pod arrives with.
+    let mut named = false;
     if !pointer.is_empty()
         && let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut)
         && !meta.contains_key("name")
@@ -135,21 +139,35 @@ pub fn mutate(
         && let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str)
     {
         meta.insert("generateName".into(), Value::String(format!("{name}-")));
+        named = true;
     }
     let field_prefix = pointer.trim_start_matches('/').replace('/', ".");
     let mut decision = engine::decide_at(&pod, &field_prefix, namespace, lookups, settings);
-    let mut mutated = object.clone();
     if let Outcome::Patch(ops) = &decision.outcome {
-        let ops: Vec<_> = ops.iter().cloned().map(|op| op.under(pointer)).collect();
-        if let Err(e) = patch::apply(&mut mutated, &ops) {
-            // keywire only emits adds against paths it just read, so this is a bug, not bad input.
-            decision.outcome = Outcome::Denied(format!("internal error applying patch: {e}"));
-            mutated = object.clone();
+        // The patch goes onto the template copy, which then replaces the template: on an error
+        // the object is left as it came, never half-patched.
+        if named && let Some(meta) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
+            // Inserted last, so removing it leaves the keys in their order.
+            meta.shift_remove("generateName");
+        }
+        match patch::apply(&mut pod, ops) {
+            // keywire only emits adds against paths it just read, so an error is a bug, not
+            // bad input.
+            Ok(()) => match object.pointer_mut(pointer) {
+                Some(template) => *template = pod,
+                None => {
+                    decision.outcome = Outcome::Denied(format!(
+                        "internal error applying patch: no pod template at {pointer}"
+                    ))
+                }
+            },
+            Err(e) => {
+                decision.outcome = Outcome::Denied(format!("internal error applying patch: {e}"));
+            }
         }
     }
     Mutated {
-        original: object,
-        mutated,
+        mutated: object,
         decision: Some(decision),
     }
 }

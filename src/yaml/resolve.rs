@@ -385,6 +385,35 @@ impl Scalar {
 /// (kubectl), by the YAML 1.1 types (booleans, nulls, integers and floats in all their forms,
 /// sexagesimal, timestamps, `<<`, `=`) or by YAML 1.2's core schema.
 pub(crate) fn is_ambiguous(s: &str) -> bool {
+    could_be_other(s) && is_ambiguous_in_full(s)
+}
+
+/// Whether a plain scalar's first character can start anything but a string: a number, a
+/// boolean, a null, a timestamp, `.inf`/`.nan`, `<<` or `=`. Most strings stop here.
+fn could_be_other(s: &str) -> bool {
+    matches!(
+        s.as_bytes().first(),
+        None | Some(
+            b'+' | b'-' | b'.' | b'0'
+                ..=b'9'
+                    | b'y'
+                    | b'Y'
+                    | b'n'
+                    | b'N'
+                    | b't'
+                    | b'T'
+                    | b'f'
+                    | b'F'
+                    | b'o'
+                    | b'O'
+                    | b'~'
+                    | b'<'
+                    | b'='
+        )
+    )
+}
+
+fn is_ambiguous_in_full(s: &str) -> bool {
     !matches!(implicit("", s), (STR, _))
         || s == "<<"
         || s == "="
@@ -663,5 +692,65 @@ mod tests {
         ] {
             assert!(!is_ambiguous(s), "{s:?}");
         }
+    }
+
+    /// The first-character shortcut never passes over a string that the full check finds
+    /// ambiguous: every first character it lets go, before the endings of every ambiguous form.
+    #[test]
+    fn the_first_character_shortcut_agrees_with_the_full_check() {
+        let endings = [
+            "",
+            "es",
+            "ES",
+            "o",
+            "n",
+            "N",
+            "ff",
+            "rue",
+            "RUE",
+            "alse",
+            "ull",
+            "ULL",
+            "1",
+            "12",
+            "_000",
+            ".5",
+            "0.5",
+            "e3",
+            "1e3",
+            ".5e+3",
+            ":30",
+            "1:30",
+            "0:20:30.15",
+            "x1f",
+            "b101",
+            "o17",
+            "inf",
+            "Inf",
+            "nan",
+            "NaN",
+            "~",
+            "<",
+            "=",
+            "001-12-14",
+            "2001-12-14",
+            ".",
+            "1.2.3",
+        ];
+        let mut let_go = 0;
+        for first in (' '..='~').chain(['\u{e9}', '\u{ff0b}', '\u{1f600}']) {
+            let sample = first.to_string();
+            if could_be_other(&sample) {
+                continue;
+            }
+            for ending in endings {
+                let s = format!("{first}{ending}");
+                assert!(!is_ambiguous_in_full(&s), "{s:?}");
+                let_go += 1;
+            }
+        }
+        // Letters, `/`, `:`, `_` and the like: most of what manifests hold.
+        assert!(let_go > 70 * endings.len(), "{let_go}");
+        assert!(could_be_other("") && could_be_other("yes") && could_be_other("0644"));
     }
 }

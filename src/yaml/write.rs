@@ -2,6 +2,8 @@
 //! the same values: two-space indent, sequences under a key not indented, keys in order, and
 //! every string that could be read as something else quoted.
 
+use std::fmt::Write;
+
 use serde_json::{Map, Value};
 
 use super::number;
@@ -43,8 +45,13 @@ fn write_document(out: &mut String, value: &Value) {
     }
 }
 
-fn indent(out: &mut String, n: usize) {
-    out.extend(std::iter::repeat_n(' ', n));
+fn indent(out: &mut String, mut n: usize) {
+    const SPACES: &str = "                                                                ";
+    while n > SPACES.len() {
+        out.push_str(SPACES);
+        n -= SPACES.len();
+    }
+    out.push_str(&SPACES[..n]);
 }
 
 /// A mapping at `at` columns; `inline` when the cursor already stands after `- `.
@@ -53,15 +60,21 @@ fn write_mapping(out: &mut String, map: &Map<String, Value>, at: usize, inline: 
         if i > 0 || !inline {
             indent(out, at);
         }
-        let key_text = scalar_text(key, true);
-        let explicit = key_text.chars().count() > MAX_IMPLICIT_KEY;
-        if explicit {
-            out.push_str("? ");
-            out.push_str(&key_text);
-            out.push('\n');
-            indent(out, at);
+        let style = style(key, true);
+        // Quoting writes at most four characters per byte, plus the quotes.
+        if key.len() * 4 + 2 <= MAX_IMPLICIT_KEY {
+            push_scalar(out, key, style);
         } else {
-            out.push_str(&key_text);
+            let mut key_text = String::new();
+            push_scalar(&mut key_text, key, style);
+            if key_text.chars().count() > MAX_IMPLICIT_KEY {
+                out.push_str("? ");
+                out.push_str(&key_text);
+                out.push('\n');
+                indent(out, at);
+            } else {
+                out.push_str(&key_text);
+            }
         }
         out.push(':');
         match value {
@@ -105,15 +118,16 @@ fn write_inline(out: &mut String, value: &Value, at: usize) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        // Writing to a String cannot fail.
         Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => out.push_str(&i.to_string()),
-            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (Some(i), _, _) => drop(write!(out, "{i}")),
+            (_, Some(u), _) => drop(write!(out, "{u}")),
             (_, _, Some(f)) => out.push_str(&number::go_json(f)),
-            _ => out.push_str(&n.to_string()),
+            _ => drop(write!(out, "{n}")),
         },
         Value::String(s) => match style(s, false) {
             Style::Literal => write_literal(out, s, at),
-            _ => out.push_str(&scalar_text(s, false)),
+            style => push_scalar(out, s, style),
         },
         Value::Array(_) => out.push_str("[]"),
         Value::Object(_) => out.push_str("{}"),
@@ -136,7 +150,7 @@ fn printable(c: char) -> bool {
 }
 
 fn style(s: &str, key: bool) -> Style {
-    let simple = s.chars().all(printable);
+    let simple = s.bytes().all(|b| matches!(b, b' '..=b'~')) || s.chars().all(printable);
     if !simple {
         let multiline = s.contains('\n') && s.chars().all(|c| c == '\n' || printable(c));
         return if multiline && !key && literal_allowed(s) {
@@ -189,8 +203,8 @@ fn needs_quotes(s: &str, key: bool) -> bool {
                 | '`'
         )
         || (matches!(first, '-' | '?' | ':') && matches!(second, None | Some(' ')))
-        || s.contains(": ")
-        || s.contains(" #")
+        || contains_pair(s, b':', b' ')
+        || contains_pair(s, b' ', b'#')
         || s.ends_with(':')
         || s.starts_with("---")
         || s.starts_with("...")
@@ -198,17 +212,42 @@ fn needs_quotes(s: &str, key: bool) -> bool {
         || resolve::is_ambiguous(s)
 }
 
+/// Whether `s` holds the two bytes side by side (`str::contains` sets up a searcher that costs
+/// more than the short strings of a manifest).
+fn contains_pair(s: &str, first: u8, second: u8) -> bool {
+    s.as_bytes()
+        .windows(2)
+        .any(|w| w[0] == first && w[1] == second)
+}
+
 /// The scalar as it appears on one line: plain, `'single'` or `"double"` quoted.
+#[cfg(test)]
 fn scalar_text(s: &str, key: bool) -> String {
-    match style(s, key) {
-        Style::Plain => s.to_string(),
-        Style::Single => format!("'{}'", s.replace('\'', "''")),
-        Style::Double | Style::Literal => double_quoted(s),
+    let mut out = String::new();
+    push_scalar(&mut out, s, style(s, key));
+    out
+}
+
+/// Appends the scalar in `style` (a literal block is written double-quoted here).
+fn push_scalar(out: &mut String, s: &str, style: Style) {
+    match style {
+        Style::Plain => out.push_str(s),
+        Style::Single => {
+            out.push('\'');
+            for (i, part) in s.split('\'').enumerate() {
+                if i > 0 {
+                    out.push_str("''");
+                }
+                out.push_str(part);
+            }
+            out.push('\'');
+        }
+        Style::Double | Style::Literal => push_double_quoted(out, s),
     }
 }
 
-fn double_quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+fn push_double_quoted(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
     for c in s.chars() {
         match c {
@@ -233,7 +272,6 @@ fn double_quoted(s: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 /// `|`, `|-` or `|+` and the lines indented by `at`.
@@ -382,5 +420,27 @@ spec:
         let mut m = Map::new();
         m.insert(key.clone(), json!(1));
         assert_eq!(to_string(&Value::Object(m)), format!("? {key}\n: 1\n"));
+        // The length that counts is the written one, quotes included.
+        for (key, written, explicit) in [
+            (
+                format!(" {}", "k".repeat(998)),
+                format!("' {}'", "k".repeat(998)),
+                true,
+            ),
+            (
+                format!(" {}", "k".repeat(997)),
+                format!("' {}'", "k".repeat(997)),
+                false,
+            ),
+        ] {
+            let mut m = Map::new();
+            m.insert(key, json!(1));
+            let want = if explicit {
+                format!("? {written}\n: 1\n")
+            } else {
+                format!("{written}: 1\n")
+            };
+            assert_eq!(to_string(&Value::Object(m)), want);
+        }
     }
 }
