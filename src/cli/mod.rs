@@ -19,6 +19,7 @@ pub mod manifests;
 pub mod mutate;
 pub mod report;
 pub mod review;
+pub mod spool;
 pub mod webhook;
 
 #[derive(Debug, Parser)]
@@ -251,6 +252,22 @@ fn read_input(path: Option<&Path>) -> Result<String, String> {
     let mut bytes = bytes;
     bytes.drain(..bom);
     String::from_utf8(bytes).map_err(|e| format!("cannot decode the input: {e}"))
+}
+
+/// A file or stdin (`-`) to read as a stream (the manifests reader decodes it as
+/// [`read_input`] does).
+fn open_input(path: &Path) -> Result<Box<dyn std::io::Read>, String> {
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    if file.metadata().map_err(cannot)?.is_dir() {
+        return Err(cannot(std::io::Error::from(
+            std::io::ErrorKind::IsADirectory,
+        )));
+    }
+    Ok(Box::new(file))
 }
 
 fn read_stdin() -> Result<Vec<u8>, String> {

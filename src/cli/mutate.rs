@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::cli::spool::Spool;
 use crate::cli::{
     DefaultsArgs, EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, cluster_state, manifests, one_line,
-    read_input, report,
+    open_input, read_input, report,
 };
 use std::collections::HashMap;
 
@@ -132,34 +133,36 @@ pub fn run(args: &MutateArgs) -> i32 {
                 .or_insert_with(|| format!("--policy {}", file.display()));
         }
     }
-    // The input is read once and parsed twice, one document at a time: the first pass checks
-    // every document (a bad one fails the run before anything is written) and keeps only what
-    // pods look up; the second mutates and writes each object as it is read. Memory holds the
-    // input's text and one object, never every object (issue 14 #9).
-    let mut inputs = Vec::new();
-    for file in &args.files {
-        match read_input(Some(file)) {
-            Ok(text) => inputs.push((file.display().to_string(), text)),
-            Err(e) => return bad(e),
-        }
-    }
+    // The input is read once, one document at a time: this first pass checks every document (a
+    // bad one fails the run before anything is written), keeps what pods look up, and spools
+    // each object; the second mutates and writes the spooled objects. Memory holds one object
+    // and the spool's budget, never the input or every object (issue 14 #9).
+    //
     // ServiceAccounts and SecretProviderClasses shipped with the manifests are what the cluster
     // will hold once they are applied, so they answer lookups (a note says when one replaces the
     // cluster state's). Namespaces and KeywirePolicies are the platform's: one in the input that
     // differs from --cluster-state's or --policy's fails the run, and the platform's is used.
+    let names: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let mut redefined: Vec<report::ObjectResult> = Vec::new();
-    let mut count = 0usize;
-    for (file, text) in &inputs {
-        for object in manifests::objects(text.as_bytes()) {
+    let mut spool = Spool::default();
+    for (index, (path, file)) in args.files.iter().zip(&names).enumerate() {
+        let input = match open_input(path) {
+            Ok(input) => input,
+            Err(e) => return bad(e),
+        };
+        for object in manifests::objects(input) {
             let o = match object {
                 Ok(o) => o,
                 Err(e) => return bad(format!("{file}: {e}")),
             };
-            count += 1;
             match learn(&o, file, &platform, &mut state, &args.namespace) {
                 Ok(Some(refused)) => redefined.push(refused),
                 Ok(None) => {}
                 Err(e) => return bad(format!("{file}: {e}")),
+            }
+            // The file index fits: there are fewer files than arguments.
+            if let Err(e) = spool.push(index as u32, &o) {
+                return bad(format!("cannot keep the objects between passes: {e}"));
             }
         }
     }
@@ -167,7 +170,7 @@ pub fn run(args: &MutateArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return bad(e),
     };
-    if count == 0 {
+    if spool.is_empty() {
         return bad("no objects in the input (kubectl: no objects passed to apply)".to_string());
     }
     // Report files are opened before anything is written, so a path that cannot be written
@@ -191,24 +194,27 @@ pub fn run(args: &MutateArgs) -> i32 {
         std::io::BufWriter::new(std::io::stdout().lock()),
         format,
     ));
+    let objects = match spool.into_reader() {
+        Ok(objects) => objects,
+        Err(e) => return bad(format!("cannot read back the spooled objects: {e}")),
+    };
     let mut results = Vec::new();
-    for (file, text) in &inputs {
-        for object in manifests::objects(text.as_bytes()) {
-            let o = match object {
-                Ok(o) => o,
-                Err(e) => return bad(format!("{file}: {e}")),
-            };
-            let original = (format == manifests::Format::Diff).then(|| o.clone());
-            let m = workload::mutate(o, &args.namespace, &state, &settings);
-            results.extend(report::result(file, &m));
-            let text = match manifests::render(format, original.as_ref(), &m.mutated) {
-                Ok(text) => text,
-                Err(e) => return bad(format!("{file}: cannot write {}: {e}", m.reference())),
-            };
-            // A closed stdout (`| head`) stops the output, not the verdicts.
-            if output.as_mut().is_some_and(|out| out.push(&text).is_err()) {
-                output = None;
-            }
+    for object in objects {
+        let (index, o) = match object {
+            Ok(object) => object,
+            Err(e) => return bad(format!("cannot read back the spooled objects: {e}")),
+        };
+        let file = &names[index as usize];
+        let original = (format == manifests::Format::Diff).then(|| o.clone());
+        let m = workload::mutate(o, &args.namespace, &state, &settings);
+        results.extend(report::result(file, &m));
+        let text = match manifests::render(format, original.as_ref(), &m.mutated) {
+            Ok(text) => text,
+            Err(e) => return bad(format!("{file}: cannot write {}: {e}", m.reference())),
+        };
+        // A closed stdout (`| head`) stops the output, not the verdicts.
+        if output.as_mut().is_some_and(|out| out.push(&text).is_err()) {
+            output = None;
         }
     }
     results.extend(redefined);
