@@ -728,3 +728,84 @@ fn a_forged_name_cannot_forge_output_lines_or_break_junit() {
     );
     assert!(doc.descendants().any(|n| n.has_tag_name("failure")));
 }
+
+/// `-j` changes how many threads parse and mutate, never what comes out: output, notes,
+/// warnings and verdicts are those of one thread, and of a bad stream the first bad document
+/// is named and nothing is written.
+#[test]
+fn output_is_the_same_for_any_number_of_threads() {
+    let mut names: Vec<String> = std::fs::read_dir(repo("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    let texts: Vec<String> = names
+        .iter()
+        .map(|n| std::fs::read_to_string(example(n)).unwrap())
+        .collect();
+    // Several hundred documents: many batches for every worker.
+    let mut stream = String::new();
+    for _ in 0..40 {
+        for text in &texts {
+            stream.push_str("---\n");
+            stream.push_str(text);
+            stream.push('\n');
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, &stream).unwrap();
+    let good = good.to_str().unwrap();
+    let documents = stream.matches("\n---\n").count() + 1;
+    assert!(documents > 300, "{documents}");
+
+    let outputs = |args: &[&str]| {
+        ["1", "2", "3", "8"].map(|j| {
+            let mut full = vec!["mutate", "-j", j];
+            full.extend_from_slice(args);
+            let out = run(&full, None);
+            (
+                out.status.code(),
+                String::from_utf8(out.stdout).unwrap(),
+                String::from_utf8(out.stderr).unwrap(),
+            )
+        })
+    };
+    for format in [&["-o", "yaml"][..], &["-o", "json"], &["--diff"]] {
+        let mut args = vec!["-f", good, "-f", good];
+        args.extend_from_slice(format);
+        let [one, rest @ ..] = outputs(&args);
+        assert_eq!(one.0, Some(0), "{}", one.2);
+        assert!(one.1.len() > 100_000, "{format:?}: {} bytes", one.1.len());
+        for other in rest {
+            assert_eq!(other, one, "{format:?}");
+        }
+    }
+
+    // Two bad documents far apart: the first is named, whichever thread reads it first.
+    let mut lines: Vec<String> = stream
+        .split_inclusive("\n---\n")
+        .map(String::from)
+        .collect();
+    lines[150] = "kind: [unclosed\n---\n".to_string();
+    lines[290] = "kind: Pod\napiVersion: 7: 8\n---\n".to_string();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, lines.concat()).unwrap();
+    let [one, rest @ ..] = outputs(&["-f", good, "-f", bad.to_str().unwrap()]);
+    assert_eq!(one.0, Some(2));
+    assert_eq!(one.1, "", "nothing is written");
+    // Notes of the objects read before it (ServiceAccounts shipped twice), then the one line.
+    let (before, last) = one.2.trim_end().rsplit_once('\n').unwrap();
+    assert!(before.lines().all(|l| l.starts_with("note: ")), "{before}");
+    assert_eq!(
+        last,
+        format!(
+            "keywire mutate: {}: document 151, line 2636, column 7: unclosed bracket '['",
+            bad.display()
+        )
+    );
+    for other in rest {
+        assert_eq!(other, one);
+    }
+}

@@ -32,24 +32,45 @@ impl Iterator for Objects<'_> {
             if let Some(object) = self.ready.pop_front() {
                 return Some(Ok(object));
             }
-            let document = match self.documents.next()? {
-                Ok(d) => d,
-                Err(e) => return Some(Err(e.to_string())),
-            };
-            let name = match document.line {
-                Some(line) => format!("document {} (line {line})", document.number),
-                None => format!("document {}", document.number),
-            };
-            match kubectl_objects(document.value) {
-                Ok(objects) => self.ready.extend(objects),
-                Err(e) => {
-                    // Nothing after a bad document is read, as kubectl stops the file there.
-                    self.documents = yaml::Documents::new(std::io::empty());
-                    return Some(Err(format!("{name}: {e}")));
-                }
+            match self.documents.next_pending()?.map_err(|e| e.to_string()) {
+                Ok(pending) => match document_objects(pending) {
+                    Ok(objects) => self.ready.extend(objects),
+                    Err(e) => {
+                        // Nothing after a bad document is read, as kubectl stops the file there.
+                        self.documents = yaml::Documents::new(std::io::empty());
+                        return Some(Err(e));
+                    }
+                },
+                Err(e) => return Some(Err(e)),
             }
         }
     }
+}
+
+/// The documents of a manifest stream as cut, each to be made into objects by
+/// [`document_objects`] on any thread; stops after the first error.
+pub fn documents<'a>(
+    input: impl Read + 'a,
+) -> impl Iterator<Item = Result<yaml::Pending, String>> + 'a {
+    let mut documents = yaml::Documents::new(input);
+    std::iter::from_fn(move || {
+        documents
+            .next_pending()
+            .map(|p| p.map_err(|e| e.to_string()))
+    })
+}
+
+/// The objects of one document: it is parsed, checked as kubectl checks it and a List is
+/// flattened. Errors name the document (`document 3 (line 40): ...`), not the file.
+pub fn document_objects(pending: yaml::Pending) -> Result<Vec<Value>, String> {
+    let Some(document) = pending.parse().map_err(|e| e.to_string())? else {
+        return Ok(Vec::new());
+    };
+    let name = match document.line {
+        Some(line) => format!("document {} (line {line})", document.number),
+        None => format!("document {}", document.number),
+    };
+    kubectl_objects(document.value).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Every object of multi-document YAML or JSON, Lists flattened.

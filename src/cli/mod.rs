@@ -17,6 +17,7 @@ pub mod cluster_state;
 pub mod controller;
 pub mod manifests;
 pub mod mutate;
+pub mod ordered;
 pub mod report;
 pub mod review;
 pub mod spool;

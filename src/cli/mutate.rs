@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use std::ops::ControlFlow;
+
+use crate::cli::ordered;
 use crate::cli::spool::Spool;
 use crate::cli::{
     DefaultsArgs, EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK, cluster_state, manifests, one_line,
@@ -53,6 +56,10 @@ pub struct MutateArgs {
     /// Exit 1 on Warn and Audit violations too.
     #[arg(long)]
     pub strict: bool,
+    /// Threads that parse and mutate objects (default: the CPUs available, at most 16). The
+    /// output is the same for any number.
+    #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(1..=256), value_name = "N")]
+    pub jobs: Option<u16>,
     #[command(flatten)]
     pub defaults: DefaultsArgs,
 }
@@ -145,25 +152,41 @@ pub fn run(args: &MutateArgs) -> i32 {
     let names: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
     let mut redefined: Vec<report::ObjectResult> = Vec::new();
     let mut spool = Spool::default();
+    let workers = args.jobs.map_or_else(ordered::default_workers, usize::from);
     for (index, (path, file)) in args.files.iter().zip(&names).enumerate() {
         let input = match open_input(path) {
             Ok(input) => input,
             Err(e) => return bad(e),
         };
-        for object in manifests::objects(input) {
-            let o = match object {
-                Ok(o) => o,
-                Err(e) => return bad(format!("{file}: {e}")),
-            };
-            match learn(&o, file, &platform, &mut state, &args.namespace) {
-                Ok(Some(refused)) => redefined.push(refused),
-                Ok(None) => {}
-                Err(e) => return bad(format!("{file}: {e}")),
-            }
-            // The file index fits: there are fewer files than arguments.
-            if let Err(e) = spool.push(index as u32, &o) {
-                return bad(format!("cannot keep the objects between passes: {e}"));
-            }
+        // Documents are cut here and parsed on the workers; what they hold is learnt and
+        // spooled here, in order.
+        let failed = ordered::in_order(
+            manifests::documents(input),
+            workers,
+            |document| document.and_then(manifests::document_objects),
+            |objects| {
+                let objects = match objects {
+                    Ok(objects) => objects,
+                    Err(e) => return ControlFlow::Break(format!("{file}: {e}")),
+                };
+                for o in objects {
+                    match learn(&o, file, &platform, &mut state, &args.namespace) {
+                        Ok(Some(refused)) => redefined.push(refused),
+                        Ok(None) => {}
+                        Err(e) => return ControlFlow::Break(format!("{file}: {e}")),
+                    }
+                    // The file index fits: there are fewer files than arguments.
+                    if let Err(e) = spool.push(index as u32, &o) {
+                        return ControlFlow::Break(format!(
+                            "cannot keep the objects between passes: {e}"
+                        ));
+                    }
+                }
+                ControlFlow::Continue(())
+            },
+        );
+        if let Some(e) = failed {
+            return bad(e);
         }
     }
     let settings = match args.defaults.settings() {
@@ -198,24 +221,37 @@ pub fn run(args: &MutateArgs) -> i32 {
         Ok(objects) => objects,
         Err(e) => return bad(format!("cannot read back the spooled objects: {e}")),
     };
+    // Objects are mutated and rendered on the workers, and written here in order.
     let mut results = Vec::new();
-    for object in objects {
-        let (index, o) = match object {
-            Ok(object) => object,
-            Err(e) => return bad(format!("cannot read back the spooled objects: {e}")),
-        };
-        let file = &names[index as usize];
-        let original = (format == manifests::Format::Diff).then(|| o.clone());
-        let m = workload::mutate(o, &args.namespace, &state, &settings);
-        results.extend(report::result(file, &m));
-        let text = match manifests::render(format, original.as_ref(), &m.mutated) {
-            Ok(text) => text,
-            Err(e) => return bad(format!("{file}: cannot write {}: {e}", m.reference())),
-        };
-        // A closed stdout (`| head`) stops the output, not the verdicts.
-        if output.as_mut().is_some_and(|out| out.push(&text).is_err()) {
-            output = None;
-        }
+    let diff = format == manifests::Format::Diff;
+    let failed = ordered::in_order(
+        objects,
+        workers,
+        |object| {
+            let (index, o) =
+                object.map_err(|e| format!("cannot read back the spooled objects: {e}"))?;
+            let file = &names[index as usize];
+            let original = diff.then(|| o.clone());
+            let m = workload::mutate(o, &args.namespace, &state, &settings);
+            let text = manifests::render(format, original.as_ref(), &m.mutated)
+                .map_err(|e| format!("{file}: cannot write {}: {e}", m.reference()))?;
+            Ok((report::result(file, &m), text))
+        },
+        |rendered: Result<_, String>| {
+            let (result, text) = match rendered {
+                Ok(r) => r,
+                Err(e) => return ControlFlow::Break(e),
+            };
+            results.extend(result);
+            // A closed stdout (`| head`) stops the output, not the verdicts.
+            if output.as_mut().is_some_and(|out| out.push(&text).is_err()) {
+                output = None;
+            }
+            ControlFlow::Continue(())
+        },
+    );
+    if let Some(e) = failed {
+        return bad(e);
     }
     results.extend(redefined);
     if let Some(out) = output {

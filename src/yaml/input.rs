@@ -53,7 +53,37 @@ impl<'a> Documents<'a> {
         }
     }
 
+    /// The next document, parsed.
     fn next_document(&mut self) -> Result<Option<Document>, Error> {
+        loop {
+            match self.next_cut()? {
+                None => return Ok(None),
+                Some(pending) => match pending.parse() {
+                    Ok(Some(d)) => return Ok(Some(d)),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.state = State::Done;
+                        return Err(e);
+                    }
+                },
+            }
+        }
+    }
+
+    /// The next document as cut from the stream, to be parsed on any thread with
+    /// [`Pending::parse`] (JSON values are parsed as they are read, so they come parsed). After
+    /// an error nothing more is read, as with the iterator.
+    pub fn next_pending(&mut self) -> Option<Result<Pending, Error>> {
+        match self.next_cut() {
+            Ok(p) => p.map(Ok),
+            Err(e) => {
+                self.state = State::Done;
+                Some(Err(e))
+            }
+        }
+    }
+
+    fn next_cut(&mut self) -> Result<Option<Pending>, Error> {
         loop {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Done => return Ok(None),
@@ -83,11 +113,11 @@ impl<'a> Documents<'a> {
                             if value.is_null() {
                                 continue;
                             }
-                            return Ok(Some(Document {
+                            return Ok(Some(Pending(Cut::Parsed(Document {
                                 number,
                                 line: None,
                                 value,
-                            }));
+                            }))));
                         }
                         Err(JsonFailure {
                             message,
@@ -124,7 +154,10 @@ impl<'a> Documents<'a> {
                                             },
                                         })?;
                                     *self = documents;
-                                    return Ok(first);
+                                    match first {
+                                        Some(d) => return Ok(Some(Pending(Cut::Parsed(d)))),
+                                        None => return Ok(None),
+                                    }
                                 }
                                 None => {
                                     return Err(Error {
@@ -149,24 +182,42 @@ impl<'a> Documents<'a> {
                         }
                     };
                     self.number += 1;
-                    let value = read::document(&chunk.text, chunk.line).map_err(|e| Error {
-                        document: self.number,
-                        position: e.position,
-                        kind: e.kind,
-                        helm_template: e.helm_template,
-                    })?;
                     self.state = State::Yaml(lines);
-                    match value {
-                        Some(value) if !value.is_null() => {
-                            return Ok(Some(Document {
-                                number: self.number,
-                                line: Some(chunk.line),
-                                value,
-                            }));
-                        }
-                        _ => continue,
-                    }
+                    return Ok(Some(Pending(Cut::Yaml {
+                        number: self.number,
+                        chunk,
+                    })));
                 }
+            }
+        }
+    }
+}
+
+/// A document cut from the stream but not yet parsed ([`Documents::next_pending`]).
+pub struct Pending(Cut);
+
+enum Cut {
+    Parsed(Document),
+    Yaml { number: usize, chunk: Chunk },
+}
+
+impl Pending {
+    /// The document; `None` for an empty or `null` one, which the stream skips.
+    pub fn parse(self) -> Result<Option<Document>, Error> {
+        match self.0 {
+            Cut::Parsed(d) => Ok(Some(d)),
+            Cut::Yaml { number, chunk } => {
+                let value = read::document(&chunk.text, chunk.line).map_err(|e| Error {
+                    document: number,
+                    position: e.position,
+                    kind: e.kind,
+                    helm_template: e.helm_template,
+                })?;
+                Ok(value.filter(|v| !v.is_null()).map(|value| Document {
+                    number,
+                    line: Some(chunk.line),
+                    value,
+                }))
             }
         }
     }

@@ -27,7 +27,7 @@ mod resolve;
 mod syntax;
 mod write;
 
-pub use input::{Document, Documents, decode};
+pub use input::{Document, Documents, Pending, decode};
 pub use write::{to_string, to_string_all};
 
 /// Deepest nesting of sequences and mappings in one document. serde_json stops at the same
