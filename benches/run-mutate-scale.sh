@@ -8,6 +8,8 @@
 #   bash benches/run-mutate-scale.sh              # builds release first
 #   KEYWIRE_BIN=target/release/keywire bash benches/run-mutate-scale.sh
 #   RUNS=5 ...                                    # repetitions per case (default 3; the median is reported)
+#   JOBS="1 default" ...                          # thread counts (-j) to run each case with (default:
+#                                                 # one thread, then keywire's default, the CPUs available)
 #
 # Results: BENCH lines on stdout and in $OUT_DIR/results.txt.
 set -euo pipefail
@@ -105,8 +107,9 @@ PY
 
 # One run: "wall_s cpu_s max_rss_kb" from GNU time.
 measure() {
-  local input="$1" format="$2" log="$OUT_DIR/time.log"
-  /usr/bin/time -v "$KEYWIRE_BIN" mutate -f "$input" --cluster-state "$OUT_DIR/state.yaml" \
+  local input="$1" format="$2" jobs="$3" log="$OUT_DIR/time.log" threads=()
+  [[ "$jobs" == default ]] || threads=(-j "$jobs")
+  /usr/bin/time -v "$KEYWIRE_BIN" mutate "${threads[@]}" -f "$input" --cluster-state "$OUT_DIR/state.yaml" \
     -n shop -o "$format" > "$OUT_DIR/out.$format" 2> "$log" || {
     echo "keywire mutate failed on $input:" >&2; tail -5 "$log" >&2; exit 1; }
   python3 - "$log" <<'PY'
@@ -131,15 +134,17 @@ for input in deployments-10k input-50mb; do
   file="$OUT_DIR/$input.yaml"
   bytes=$(stat -c %s "$file")
   docs=$(grep -c '^kind: ' "$file")
-  for format in yaml json; do
-    runs=()
-    for _ in $(seq "$RUNS"); do runs+=("$(measure "$file" "$format")"); done
-    # The run with the median wall time.
-    median="$(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")"
-    read -r wall cpu rss <<<"$median"
-    out_bytes=$(stat -c %s "$OUT_DIR/out.$format")
-    echo "BENCH mutate input=$input bytes=$bytes objects=$docs output=$format out_bytes=$out_bytes wall_s=$wall cpu_s=$cpu max_rss_mb=$(( rss / 1024 )) runs=$RUNS" \
-      | tee -a "$OUT_DIR/results.txt"
+  for jobs in ${JOBS:-1 default}; do
+    for format in yaml json; do
+      runs=()
+      for _ in $(seq "$RUNS"); do runs+=("$(measure "$file" "$format" "$jobs")"); done
+      # The run with the median wall time.
+      median="$(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")"
+      read -r wall cpu rss <<<"$median"
+      out_bytes=$(stat -c %s "$OUT_DIR/out.$format")
+      echo "BENCH mutate input=$input bytes=$bytes objects=$docs threads=$jobs output=$format out_bytes=$out_bytes wall_s=$wall cpu_s=$cpu max_rss_mb=$(( rss / 1024 )) runs=$RUNS" \
+        | tee -a "$OUT_DIR/results.txt"
+    done
   done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT_DIR/results.txt"

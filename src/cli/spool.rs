@@ -13,8 +13,9 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 use serde_json::{Map, Number, Value};
 
-/// Bytes of spooled objects held in memory before they move to a temporary file.
-pub const MEMORY_BUDGET: usize = 32 << 20;
+/// Bytes of spooled objects held in memory before they move to a temporary file: 10,000
+/// Deployments take about a third of it.
+pub const MEMORY_BUDGET: usize = 16 << 20;
 
 /// Nesting beyond anything the readers accept (their limit is 128): a deeper value read back
 /// means the spool is damaged.
@@ -76,13 +77,9 @@ impl Spool {
         let len = u32::try_from(self.record.len())
             .map_err(|_| io::Error::other("an object of 4 GiB or more"))?;
         self.len += 1;
-        if let Some(file) = &mut self.file {
-            file.write_all(&len.to_le_bytes())?;
-            return file.write_all(&self.record);
-        }
-        self.memory.extend_from_slice(&len.to_le_bytes());
-        self.memory.extend_from_slice(&self.record);
-        if self.memory.len() > self.budget
+        // Moved before the memory would pass the budget, so it never holds more.
+        if self.file.is_none()
+            && self.memory.len() + 4 + self.record.len() > self.budget
             && let Ok(file) = tempfile::tempfile()
         {
             let mut file = BufWriter::with_capacity(1 << 16, file);
@@ -90,7 +87,17 @@ impl Spool {
             self.memory = Vec::new();
             self.file = Some(file);
         }
-        Ok(())
+        match &mut self.file {
+            Some(file) => {
+                file.write_all(&len.to_le_bytes())?;
+                file.write_all(&self.record)
+            }
+            None => {
+                self.memory.extend_from_slice(&len.to_le_bytes());
+                self.memory.extend_from_slice(&self.record);
+                Ok(())
+            }
+        }
     }
 
     /// The objects in the order written, each with its input file's index.
@@ -313,12 +320,13 @@ mod tests {
     /// kind and bits, from memory and from the temporary file alike.
     #[test]
     fn objects_come_back_as_written_in_memory_and_on_disk() {
-        for budget in [MEMORY_BUDGET, 0, 300] {
+        for budget in [MEMORY_BUDGET, 0, 300, 2000] {
             let mut spool = Spool::with_budget(budget);
             let mut want = Vec::new();
             for round in 0..3u32 {
                 for o in objects() {
                     spool.push(round, &o).unwrap();
+                    assert!(spool.memory.len() <= budget, "budget {budget}");
                     want.push((round, o));
                 }
             }

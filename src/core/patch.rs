@@ -3,6 +3,7 @@
 //! The raw JSON is patched (not a typed Pod) so fields unknown to k8s-openapi survive.
 //! Only `add` is ever emitted; user content is never overwritten.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -181,13 +182,13 @@ fn apply_one(doc: &mut Value, op: &PatchOp) -> Result<(), &'static str> {
         *doc = op.value();
         return Ok(());
     };
-    let last = last.replace("~1", "/").replace("~0", "~");
-    match doc.pointer_mut(parent) {
+    let last = unescape(last);
+    match walk_mut(doc, parent) {
         Some(Value::Object(map)) => {
-            if op.op == "replace" && !map.contains_key(&last) {
+            if op.op == "replace" && !map.contains_key(&*last) {
                 return Err("no such member to replace");
             }
-            map.insert(last, op.value());
+            map.insert(last.into_owned(), op.value());
             Ok(())
         }
         Some(Value::Array(items)) => {
@@ -207,6 +208,30 @@ fn apply_one(doc: &mut Value, op: &PatchOp) -> Result<(), &'static str> {
         Some(_) => Err("the parent is neither an object nor an array"),
         None => Err("the parent does not exist"),
     }
+}
+
+/// An RFC 6901 reference token unescaped; borrowed when it holds no `~`.
+fn unescape(token: &str) -> Cow<'_, str> {
+    if token.contains('~') {
+        Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(token)
+    }
+}
+
+/// `Value::pointer_mut`, without copying each reference token (a patch walks a few hundred).
+fn walk_mut<'a>(doc: &'a mut Value, pointer: &str) -> Option<&'a mut Value> {
+    if pointer.is_empty() {
+        return Some(doc);
+    }
+    pointer
+        .strip_prefix('/')?
+        .split('/')
+        .try_fold(doc, |target, token| match target {
+            Value::Object(map) => map.get_mut(&*unescape(token)),
+            Value::Array(items) => items.get_mut(array_index(token)?),
+            _ => None,
+        })
 }
 
 /// An RFC 6901 array index: `0` or digits without a leading zero.
