@@ -30,6 +30,17 @@ fn example(name: &str) -> String {
         .to_string()
 }
 
+/// The `.yaml` files of `examples/`, sorted.
+fn example_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    names
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
@@ -39,12 +50,7 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 /// Every example, mutated, equals its golden file (regenerate with KEYWIRE_UPDATE_GOLDEN=1).
 #[test]
 fn examples_match_their_golden_output() {
-    let mut names: Vec<String> = std::fs::read_dir(repo("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".yaml"))
-        .collect();
-    names.sort();
+    let names = example_names();
     assert!(names.len() >= 4);
     for name in names {
         let out = run(&["mutate", "-f", &example(&name)], None);
@@ -734,12 +740,7 @@ fn a_forged_name_cannot_forge_output_lines_or_break_junit() {
 /// is named and nothing is written.
 #[test]
 fn output_is_the_same_for_any_number_of_threads() {
-    let mut names: Vec<String> = std::fs::read_dir(repo("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".yaml"))
-        .collect();
-    names.sort();
+    let names = example_names();
     let texts: Vec<String> = names
         .iter()
         .map(|n| std::fs::read_to_string(example(n)).unwrap())

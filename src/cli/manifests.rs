@@ -13,13 +13,13 @@ use crate::yaml;
 /// The objects of a manifest stream, one document at a time; stops after the first error.
 /// Errors name the document (`document 3 (line 40): ...`), not the file.
 pub struct Objects<'a> {
-    documents: yaml::Documents<'a>,
+    documents: Box<dyn Iterator<Item = Result<yaml::Pending, String>> + 'a>,
     ready: VecDeque<Value>,
 }
 
 pub fn objects<'a>(input: impl Read + 'a) -> Objects<'a> {
     Objects {
-        documents: yaml::Documents::new(input),
+        documents: Box::new(documents(input)),
         ready: VecDeque::new(),
     }
 }
@@ -32,16 +32,13 @@ impl Iterator for Objects<'_> {
             if let Some(object) = self.ready.pop_front() {
                 return Some(Ok(object));
             }
-            match self.documents.next_pending()?.map_err(|e| e.to_string()) {
-                Ok(pending) => match document_objects(pending) {
-                    Ok(objects) => self.ready.extend(objects),
-                    Err(e) => {
-                        // Nothing after a bad document is read, as kubectl stops the file there.
-                        self.documents = yaml::Documents::new(std::io::empty());
-                        return Some(Err(e));
-                    }
-                },
-                Err(e) => return Some(Err(e)),
+            match self.documents.next()?.and_then(document_objects) {
+                Ok(objects) => self.ready.extend(objects),
+                Err(e) => {
+                    // Nothing after a bad document is read, as kubectl stops the file there.
+                    self.documents = Box::new(std::iter::empty());
+                    return Some(Err(e));
+                }
             }
         }
     }

@@ -65,11 +65,6 @@ impl Spool {
         self.len == 0
     }
 
-    /// Whether the spool has moved to a temporary file.
-    pub fn on_disk(&self) -> bool {
-        self.file.is_some()
-    }
-
     pub fn push(&mut self, source: u32, value: &Value) -> io::Result<()> {
         self.record.clear();
         self.record.extend_from_slice(&source.to_le_bytes());
@@ -331,7 +326,11 @@ mod tests {
                 }
             }
             assert_eq!(spool.len(), want.len());
-            assert_eq!(spool.on_disk(), budget < MEMORY_BUDGET, "budget {budget}");
+            assert_eq!(
+                spool.file.is_some(),
+                budget < MEMORY_BUDGET,
+                "budget {budget}"
+            );
             let got = read_back(spool);
             assert_eq!(got, want, "budget {budget}");
             for ((_, g), (_, w)) in got.iter().zip(&want) {
