@@ -23,75 +23,16 @@ if [[ -z "${KEYWIRE_BIN:-}" ]]; then
 fi
 [[ -x /usr/bin/time ]] || { echo "needs GNU time (/usr/bin/time -v)" >&2; exit 1; }
 
-python3 - "$OUT_DIR" <<'PY'
+python3 - "$OUT_DIR" benches <<'PY'
 import sys
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, sys.argv[2])
+from mutate_manifests import STATE, config_map, deployment
+
 out = sys.argv[1]
 
-state = """apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: orders
-  namespace: shop
-  annotations:
-    azure.workload.identity/client-id: 11111111-2222-3333-4444-555555555555
-    azure.workload.identity/tenant-id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee
-"""
-open(f"{out}/state.yaml", "w").write(state)
-
-def deployment(i):
-    return f"""apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: orders-{i}
-  namespace: shop
-  labels:
-    app: orders-{i}
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: orders-{i}
-  template:
-    metadata:
-      labels:
-        app: orders-{i}
-        keywire.dev/inject: "true"
-      annotations:
-        keywire.dev/keyvault: orders-kv
-        keywire.dev/objects: secret/db-password, secret/api-key as API_KEY, cert/tls@3f2a
-        keywire.dev/env: DB_PASSWORD=db-password, API_KEY=API_KEY
-    spec:
-      serviceAccountName: orders
-      containers:
-        - name: api
-          image: registry.example/orders:1.{i % 50}
-          ports:
-            - containerPort: 8080
-          env:
-            - name: MODE
-              value: "on"
-          resources:
-            requests: {{cpu: 100m, memory: 128Mi}}
-          volumeMounts:
-            - name: config
-              mountPath: /etc/orders
-      volumes:
-        - name: config
-          configMap:
-            name: orders-{i}
-            defaultMode: 0644
-"""
-
-def config_map(i):
-    lines = "".join(f"    key{k}: value {k} of config {i}, yes\n" for k in range(40))
-    return f"""apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: orders-{i}
-  namespace: shop
-data:
-  settings.yaml: |
-{lines}"""
+open(f"{out}/state.yaml", "w").write(STATE)
 
 with open(f"{out}/deployments-10k.yaml", "w") as f:
     f.write("---\n".join(deployment(i) for i in range(10_000)))
